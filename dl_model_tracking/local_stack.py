@@ -1,0 +1,431 @@
+"""The compose stack's no-Docker twin: the same components as local processes.
+
+MariaDB (a real MySQL server) stands in for the MySQL container, moto's S3 server for
+MinIO (MinIO has no package here), and the MLflow server and nginx run from the very
+files the compose services use: ``mlflow_docker_setup/mlflow/serve.sh`` for the
+server's flags, ``mlflow_docker_setup/nginx/default.conf.template`` for nginx and
+``mlflow_docker_setup/mysql/mlflow.cnf`` for the database. Everything listens on free
+loopback ports and lives in one working directory.
+
+    with LocalStack(workdir).start() as stack:
+        mlflow.set_tracking_uri(stack.tracking_uri)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .settings import STACK_DIR, stack_env
+
+SERVE_SCRIPT = STACK_DIR / "mlflow" / "serve.sh"
+NGINX_TEMPLATE = STACK_DIR / "nginx" / "default.conf.template"
+MYSQL_CONFIG = STACK_DIR / "mysql" / "mlflow.cnf"
+# The variables the nginx image's envsubst step fills in; nginx's own $variables stay.
+NGINX_TEMPLATE_VARIABLES = ("MLFLOW_UPSTREAM", "NGINX_PORT")
+
+
+class StackStartError(RuntimeError):
+    """A service did not become healthy; the message carries every service's log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def render_nginx_template(values: dict[str, str], template: Path = NGINX_TEMPLATE) -> str:
+    """Substitute like the nginx image's envsubst: only the listed ``${VARIABLES}``."""
+    text = template.read_text()
+    for name in NGINX_TEMPLATE_VARIABLES:
+        text = text.replace("${" + name + "}", values[name])
+    return text
+
+
+@dataclass
+class Service:
+    """One long-running process with its own log file and process group."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.argv,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: stop() reaches its workers too
+        )
+        log.close()
+
+    def wait_ready(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise StackStartError(
+                    f"{self.name} exited with code {self.process.returncode} during start-up"
+                )
+            if self.ready():
+                return
+            time.sleep(0.2)
+        raise StackStartError(f"{self.name} was not healthy in time")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class LocalStack:
+    """MariaDB + S3 endpoint + MLflow server + nginx on free loopback ports."""
+
+    def __init__(self, workdir: Path, startup_timeout: float = 120) -> None:
+        self.workdir = Path(workdir)
+        self.startup_timeout = startup_timeout
+        self.config = stack_env()
+        self.bucket = self.config["MLFLOW_BUCKET"]
+        self.mysql_port = free_port()
+        self.s3_port = free_port()
+        self.mlflow_port = free_port()
+        self.nginx_port = free_port()
+        self.s3_credentials: dict[str, str] = {}
+        self.services: dict[str, Service] = {}
+        self.startup_seconds: float | None = None
+
+    # -- addresses clients use -------------------------------------------------------
+    @property
+    def tracking_uri(self) -> str:
+        """Through nginx, as users reach the compose stack at http://localhost/."""
+        return f"http://127.0.0.1:{self.nginx_port}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The tracking server itself, bypassing nginx."""
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def backend_store_uri(self) -> str:
+        c = self.config
+        return (
+            f"mysql+pymysql://{c['MYSQL_USER']}:{c['MYSQL_PASSWORD']}"
+            f"@127.0.0.1:{self.mysql_port}/{c['MYSQL_DATABASE']}?charset=utf8mb4"
+        )
+
+    def s3_client(self, **credentials: str | None):
+        import boto3
+        from botocore.config import Config
+
+        creds = credentials or self.s3_credentials
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=creds["aws_access_key_id"],
+            aws_secret_access_key=creds["aws_secret_access_key"],
+            config=Config(retries={"max_attempts": 2}),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> "LocalStack":
+        """Start every service in dependency order; on any failure stop all and raise."""
+        started = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_database()
+            self._start_s3()
+            self._start_mlflow()
+            self._start_nginx()
+        except BaseException as error:
+            logs = self.logs()
+            self.stop()
+            if isinstance(error, StackStartError):
+                raise StackStartError(f"{error}\n\n{logs}") from error
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            service.stop()
+
+    def restart(self, name: str) -> None:
+        """Restart one service (``database`` or ``mlflow``) and wait until it is healthy."""
+        service = self.services[name]
+        service.stop()
+        service.start()
+        service.wait_ready(time.monotonic() + self.startup_timeout)
+
+    def logs(self) -> str:
+        return "\n\n".join(
+            f"===== {name} ({service.log_path}) =====\n{service.log_tail()}"
+            for name, service in self.services.items()
+        )
+
+    def __enter__(self) -> "LocalStack":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _launch(self, service: Service) -> None:
+        self.services[service.name] = service
+        service.start()
+        service.wait_ready(time.monotonic() + self.startup_timeout)
+
+    # -- the four components -----------------------------------------------------------
+    def _start_database(self) -> None:
+        datadir = self.workdir / "mysql-data"
+        run_as_root = ["--user=root"] if os.geteuid() == 0 else []
+        if not datadir.exists():
+            install_db = _require_binary("mariadb-install-db", "apt-get install mariadb-server")
+            subprocess.run(
+                [install_db, "--no-defaults", f"--datadir={datadir}",
+                 "--auth-root-authentication-method=normal", "--skip-test-db", *run_as_root],
+                check=True, capture_output=True,
+            )
+        mariadbd = _require_binary("mariadbd", "apt-get install mariadb-server", extra_dirs=["/usr/sbin"])
+        self._launch(Service(
+            name="database",
+            argv=[mariadbd, f"--defaults-file={MYSQL_CONFIG}", f"--datadir={datadir}",
+                  f"--port={self.mysql_port}", "--bind-address=127.0.0.1",
+                  f"--socket={self.workdir / 'mysql.sock'}",
+                  f"--pid-file={self.workdir / 'mysql.pid'}", *run_as_root],
+            log_path=self.workdir / "database.log",
+            ready=self._database_ready,
+        ))
+        self._create_database_and_user()
+
+    def _database_ready(self) -> bool:
+        import pymysql
+
+        try:
+            pymysql.connect(host="127.0.0.1", port=self.mysql_port, user="root",
+                            connect_timeout=1).close()
+            return True
+        except pymysql.MySQLError:
+            return False
+
+    def _create_database_and_user(self) -> None:
+        """What the MySQL image does from MYSQL_DATABASE / MYSQL_USER / MYSQL_PASSWORD."""
+        import pymysql
+
+        c = self.config
+        with pymysql.connect(host="127.0.0.1", port=self.mysql_port, user="root") as conn:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE IF NOT EXISTS `{c['MYSQL_DATABASE']}`")
+                cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s",
+                            (c["MYSQL_USER"], c["MYSQL_PASSWORD"]))
+                cur.execute(f"GRANT ALL ON `{c['MYSQL_DATABASE']}`.* TO %s@'%%'",
+                            (c["MYSQL_USER"],))
+            conn.commit()
+
+    def _start_s3(self) -> None:
+        moto = _require_binary("moto_server", "pip install -r requirements.txt")
+        # moto checks signatures only after this many unauthenticated calls: the three
+        # IAM calls below mint the stack's access key, then every request is checked,
+        # so anonymous access is refused as on MinIO.
+        self._launch(Service(
+            name="s3",
+            argv=[moto, "-H", "127.0.0.1", "-p", str(self.s3_port)],
+            env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+            log_path=self.workdir / "s3.log",
+            ready=lambda: port_open(self.s3_port),
+        ))
+        self.s3_credentials = self._mint_s3_credentials()
+        ensure_private_bucket(self.s3_client(), self.bucket)
+
+    def _mint_s3_credentials(self) -> dict[str, str]:
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.s3_endpoint_url, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        user = self.config["MINIO_ROOT_USER"]
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="artifact-store", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        return {"aws_access_key_id": key["AccessKeyId"],
+                "aws_secret_access_key": key["SecretAccessKey"]}
+
+    def _start_mlflow(self) -> None:
+        self._launch(Service(
+            name="mlflow",
+            argv=["sh", str(SERVE_SCRIPT)],
+            env={
+                "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
+                "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{self.bucket}",
+                "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
+                "AWS_ACCESS_KEY_ID": self.s3_credentials["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": self.s3_credentials["aws_secret_access_key"],
+                "MLFLOW_HOST": "127.0.0.1",
+                "MLFLOW_PORT": str(self.mlflow_port),
+                "MLFLOW_WORKERS": self.config.get("MLFLOW_WORKERS", "2"),
+                # serve.sh execs the `mlflow` of the interpreter running this code.
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            },
+            log_path=self.workdir / "mlflow.log",
+            ready=lambda: http_ok(f"{self.mlflow_uri}/health"),
+        ))
+
+    def _start_nginx(self) -> None:
+        nginx = _require_binary("nginx", "apt-get install nginx", extra_dirs=["/usr/sbin"])
+        prefix = self.workdir / "nginx"
+        prefix.mkdir(exist_ok=True)
+        site = prefix / "default.conf"
+        site.write_text(render_nginx_template({
+            "MLFLOW_UPSTREAM": f"127.0.0.1:{self.mlflow_port}",
+            "NGINX_PORT": f"127.0.0.1:{self.nginx_port}",
+        }))
+        # The nginx image's main nginx.conf, reduced to what a non-daemon local run needs.
+        main_conf = prefix / "nginx.conf"
+        main_conf.write_text(
+            ("user root;\n" if os.geteuid() == 0 else "")
+            + f"daemon off;\nworker_processes auto;\npid {prefix / 'nginx.pid'};\n"
+            f"error_log {prefix / 'error.log'} warn;\n"
+            "events { worker_connections 1024; }\n"
+            "http {\n"
+            f"    access_log {prefix / 'access.log'};\n"
+            f"    client_body_temp_path {prefix / 'client_body'};\n"
+            f"    proxy_temp_path {prefix / 'proxy'};\n"
+            f"    include {site};\n"
+            "}\n"
+        )
+        self._launch(Service(
+            name="nginx",
+            argv=[nginx, "-p", str(prefix), "-c", str(main_conf)],
+            log_path=self.workdir / "nginx.log",
+            ready=lambda: http_ok(f"{self.tracking_uri}/health"),
+        ))
+
+
+@dataclass
+class RunningStack:
+    """A stack somebody else started (the compose one, say), described by its addresses.
+
+    Built from MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, with the bucket from mlflow_docker_setup/.env.
+    """
+
+    tracking_uri: str
+    s3_endpoint_url: str
+    s3_credentials: dict[str, str]
+    bucket: str
+    startup_seconds: float | None = None
+
+    @classmethod
+    def from_environment(cls) -> "RunningStack":
+        config = stack_env()
+        return cls(
+            tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
+            s3_endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL", "http://localhost:9000"),
+            s3_credentials={
+                "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", config["MINIO_ROOT_USER"]),
+                "aws_secret_access_key": os.environ.get(
+                    "AWS_SECRET_ACCESS_KEY", config["MINIO_ROOT_PASSWORD"]),
+            },
+            bucket=os.environ.get("MLFLOW_BUCKET", config["MLFLOW_BUCKET"]),
+        )
+
+    s3_client = LocalStack.s3_client
+
+    def logs(self) -> str:
+        return "(stack started outside the tests: see `docker-compose logs` in mlflow_docker_setup/)"
+
+
+def ensure_private_bucket(s3, bucket: str) -> None:
+    """The bucket job: create the bucket if missing and leave no public access on it."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    s3.put_bucket_acl(Bucket=bucket, ACL="private")
+    try:
+        s3.delete_bucket_policy(Bucket=bucket)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "NoSuchBucketPolicy":
+            raise
+
+
+def _require_binary(name: str, install_hint: str, extra_dirs: list[str] = ()) -> str:
+    path = shutil.which(name, path=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", ""), *extra_dirs]))
+    if path is None:
+        raise StackStartError(f"{name} not found: install it ({install_hint}) and retry")
+    return path
+
+
+def main() -> None:
+    """Run the twin in the foreground until Ctrl-C (handy for poking at it by hand)."""
+    import tempfile
+
+    workdir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="mlflow-twin-"))
+    def exit_once(*_):
+        # Stop the services on `kill` as on Ctrl-C; a second signal must not cut that short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, exit_once)
+    signal.signal(signal.SIGINT, exit_once)
+    with LocalStack(workdir).start() as stack:
+        print(f"healthy in {stack.startup_seconds:.1f} s; tracking URI {stack.tracking_uri}; "
+              f"S3 endpoint {stack.s3_endpoint_url}; logs in {workdir}", flush=True)
+        signal.pause()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Where things are and how clients reach the tracking server.
+
+Client settings come from the environment, then from a ``.env`` file in the working
+directory or the repository root (python-dotenv); the stack's own credentials come
+from ``mlflow_docker_setup/.env``, the file docker compose reads too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values, find_dotenv, load_dotenv
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACK_DIR = REPO_ROOT / "mlflow_docker_setup"
+STACK_ENV_FILE = STACK_DIR / ".env"
+
+DEFAULT_TRACKING_URI = "http://localhost"
+DEFAULT_EXPERIMENT_NAME = "dl_model_chapter03"
+DEFAULT_REGISTERED_MODEL_NAME = "nlp_dl_model"
+
+
+@dataclass(frozen=True)
+class Settings:
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    experiment_name: str = DEFAULT_EXPERIMENT_NAME
+    registered_model_name: str = DEFAULT_REGISTERED_MODEL_NAME
+    # Only needed when a client writes to the bucket directly (the book's way); with the
+    # stack's proxied artifacts the client needs no S3 credentials at all.
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+
+
+def load_settings() -> Settings:
+    """Read client settings; variables already in the environment win over ``.env``."""
+    dotenv_path = find_dotenv(usecwd=True) or str(REPO_ROOT / ".env")
+    load_dotenv(dotenv_path, override=False)
+    return Settings(
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+        experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT_NAME),
+        registered_model_name=os.environ.get(
+            "MLFLOW_REGISTERED_MODEL_NAME", DEFAULT_REGISTERED_MODEL_NAME
+        ),
+        s3_endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL"),
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+    )
+
+
+def stack_env() -> dict[str, str]:
+    """The stack's configuration (database and MinIO credentials, bucket, ports)."""
+    values = dotenv_values(STACK_ENV_FILE)
+    return {key: value for key, value in values.items() if value is not None}

@@ -1,0 +1,30 @@
+#!/bin/sh
+# The one definition of how the tracking server runs. The compose service and the
+# process-based twin (dl_model_tracking.local_stack) both exec this script, so the
+# flags below are the same everywhere; only the environment differs.
+set -eu
+
+: "${MLFLOW_BACKEND_STORE_URI:?set MLFLOW_BACKEND_STORE_URI, e.g. mysql+pymysql://user:pw@host:3306/mlflow?charset=utf8mb4}"
+: "${MLFLOW_ARTIFACTS_DESTINATION:?set MLFLOW_ARTIFACTS_DESTINATION, e.g. s3://mlflow}"
+
+# MLflow >= 3.5 rejects unknown Host headers (DNS-rebinding protection). nginx forwards
+# the client's host name without its port, so list the names users type into a browser.
+lan_name="${MLFLOW_LAN_HOSTNAME:-localhost}"
+export MLFLOW_SERVER_ALLOWED_HOSTS="${MLFLOW_SERVER_ALLOWED_HOSTS:-localhost,localhost:*,127.0.0.1,127.0.0.1:*,[::1],[::1]:*,${lan_name},${lan_name}:*,${lan_name}.local,${lan_name}.local:*}"
+
+# Only register model versions whose files the server itself stores, never an
+# arbitrary path or URL a client names.
+export MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX="${MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX:-^(mlflow-artifacts:/|models:/)}"
+
+# The background job runner serves GenAI features (prompt optimisation, trace roll-ups)
+# this stack does not use; it adds a pool of worker processes and start-up time.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+
+exec mlflow server \
+    --backend-store-uri "${MLFLOW_BACKEND_STORE_URI}" \
+    --serve-artifacts \
+    --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION}" \
+    --host "${MLFLOW_HOST:-0.0.0.0}" \
+    --port "${MLFLOW_PORT:-5000}" \
+    --workers "${MLFLOW_WORKERS:-2}" \
+    --allowed-hosts "${MLFLOW_SERVER_ALLOWED_HOSTS}"

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Stop the MLflow tracking stack started by start_mlflow.sh. Data is kept.
+#
+#   bash stop_mlflow.sh                   stop; runs, models and artifacts stay
+#   bash stop_mlflow.sh --delete-data     stop AND delete every run, model and artifact
+#                                         (asks first; add --yes to skip the question)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=mlflow_docker_setup/lib.sh
+source "$ROOT/mlflow_docker_setup/lib.sh"
+
+delete_data=0
+assume_yes=0
+for arg in "$@"; do
+    case "$arg" in
+        --delete-data) delete_data=1 ;;
+        --yes) assume_yes=1 ;;
+        *) die "unknown option '$arg' (use --delete-data, optionally with --yes)" ;;
+    esac
+done
+
+if [ "$delete_data" -eq 1 ] && [ "$assume_yes" -eq 0 ]; then
+    echo "WARNING: this deletes every run, registered model and artifact of the tracking stack"
+    echo "(Docker volumes mysql-data and minio-data, and $LOCAL_DIR)."
+    read -r -p "Type 'delete' to go on: " answer
+    [ "$answer" = delete ] || die "nothing deleted"
+fi
+
+mode="$(stack_mode)"  # exits here on a bad MLFLOW_STACK_MODE (set -e)
+stopped=0
+if local_server_running; then
+    stop_local_server
+    echo "Stopped the local MLflow server (data kept in $LOCAL_DIR)."
+    stopped=1
+elif [ -f "$PID_FILE" ]; then
+    rm -f "$PID_FILE"  # stale: the server is already gone
+fi
+
+if [ "$mode" = docker ]; then
+    if [ "$delete_data" -eq 1 ]; then
+        compose down --volumes
+        echo "Stopped the tracking stack and deleted its volumes."
+    else
+        compose down
+        echo "Stopped the tracking stack (volumes mysql-data and minio-data kept)."
+    fi
+    stopped=1
+fi
+
+if [ "$delete_data" -eq 1 ] && [ -d "$LOCAL_DIR" ]; then
+    rm -rf "$LOCAL_DIR"
+    echo "Deleted $LOCAL_DIR."
+fi
+[ "$stopped" -eq 1 ] || echo "Nothing to stop: no local server is running and no Docker engine answers."

@@ -1,0 +1,66 @@
+"""Fixtures that own the tracking stack for the whole test session.
+
+With MLFLOW_TRACKING_URI set (and the S3 variables), tests run against that stack,
+such as the compose one; otherwise the no-Docker twin is started in a temporary
+directory and stopped at the end. A failing test that used the stack gets every
+service's log attached to its report.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import mlflow
+import pytest
+
+from dl_model_tracking.local_stack import LocalStack, RunningStack, StackStartError
+
+_STACK_KEY = pytest.StashKey[object]()
+
+
+@pytest.fixture(scope="session")
+def stack(request, tmp_path_factory):
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        running = RunningStack.from_environment()
+    else:
+        running = LocalStack(tmp_path_factory.mktemp("stack"))
+        try:
+            running.start()
+        except StackStartError as error:
+            pytest.fail(f"the twin stack did not start:\n{error}", pytrace=False)
+        print(f"\ntwin stack healthy in {running.startup_seconds:.1f} s at {running.tracking_uri}")
+    request.config.stash[_STACK_KEY] = running
+    # Clients in this process and in notebook kernels started by the tests find it here.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
+    os.environ["MLFLOW_TRACKING_URI"] = running.tracking_uri
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "2"
+    mlflow.set_tracking_uri(running.tracking_uri)
+    yield running
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if isinstance(running, LocalStack):
+        running.stop()
+
+
+@pytest.fixture
+def experiment_id(stack):
+    """A fresh experiment per test: uuid-suffixed so runs never collide."""
+    return mlflow.create_experiment(f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def s3(stack):
+    return stack.s3_client()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    running = item.config.stash.get(_STACK_KEY, None)
+    if report.failed and running is not None and "stack" in item.fixturenames:
+        report.sections.append(("tracking stack logs", running.logs()))

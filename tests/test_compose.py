@@ -1,0 +1,169 @@
+"""The compose stack, checked without a Docker engine, and its single sources of truth."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dl_model_tracking.local_stack import (
+    MYSQL_CONFIG,
+    NGINX_TEMPLATE,
+    NGINX_TEMPLATE_VARIABLES,
+    SERVE_SCRIPT,
+    render_nginx_template,
+)
+from dl_model_tracking.settings import REPO_ROOT, STACK_DIR, STACK_ENV_FILE, stack_env
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    """`docker-compose config` resolves the file with the shipped .env, or fails."""
+    result = subprocess.run(
+        ["docker-compose", "--env-file", str(STACK_ENV_FILE), "config"],
+        cwd=STACK_DIR, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+# docker-compose v1 prints short syntax ("src:dst:mode"), v2 long syntax (mappings).
+def mounts(service: dict) -> dict[str, str]:
+    found = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume["source"], volume["target"]
+        found[source] = target
+    return found
+
+
+def published(service: dict) -> set[tuple[str, int]]:
+    found = set()
+    for port in service.get("ports", []):
+        if isinstance(port, str):
+            parts = port.split("/")[0].split(":")
+            host_ip = parts[0] if len(parts) == 3 else ""
+            found.add((host_ip, int(parts[-1])))
+        else:
+            found.add((port.get("host_ip", ""), int(port["target"])))
+    return found
+
+
+def test_every_image_is_pinned_to_a_release(compose):
+    for name, service in compose["services"].items():
+        image = service["image"]
+        tag = image.rsplit(":", 1)[-1] if ":" in image.split("/")[-1] else ""
+        assert tag and tag != "latest", f"{name} uses {image}"
+
+
+def test_start_up_is_ordered_by_health(compose):
+    services = compose["services"]
+    assert services["create-bucket"]["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert services["mlflow"]["depends_on"] == {
+        "mysql": {"condition": "service_healthy"},
+        "create-bucket": {"condition": "service_completed_successfully"},
+    }
+    assert services["nginx"]["depends_on"] == {"mlflow": {"condition": "service_healthy"}}
+    for name in ("mysql", "minio", "mlflow", "nginx"):
+        assert services[name]["healthcheck"]["test"], name
+    assert "mysqladmin" in " ".join(services["mysql"]["healthcheck"]["test"])
+    assert services["mysql"]["healthcheck"]["start_period"]
+
+
+def test_only_nginx_and_minio_are_published_minio_on_loopback_only(compose):
+    services = compose["services"]
+    assert "ports" not in services["mysql"] and "ports" not in services["mlflow"]
+    assert published(services["minio"]) == {("127.0.0.1", 9000), ("127.0.0.1", 9001)}
+    assert published(services["nginx"]) == {("", 80)}
+
+
+def test_data_lives_in_named_volumes(compose):
+    assert set(compose["volumes"]) == {"mysql-data", "minio-data"}
+    assert mounts(compose["services"]["mysql"])["mysql-data"] == "/var/lib/mysql"
+    assert mounts(compose["services"]["minio"])["minio-data"] == "/data"
+
+
+def test_server_uses_mysql_utf8mb4_and_proxied_s3_artifacts(compose):
+    env = compose["services"]["mlflow"]["environment"]
+    config = stack_env()
+    assert env["MLFLOW_BACKEND_STORE_URI"] == (
+        f"mysql+pymysql://{config['MYSQL_USER']}:{config['MYSQL_PASSWORD']}"
+        f"@mysql:3306/{config['MYSQL_DATABASE']}?charset=utf8mb4")
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow"
+    assert env["AWS_ACCESS_KEY_ID"] == "minio" and env["AWS_SECRET_ACCESS_KEY"] == "minio123"
+
+
+def test_compose_and_twin_share_the_server_script(compose):
+    """The image's entrypoint is serve.sh, the file the twin runs; it holds every flag."""
+    build = compose["services"]["mlflow"]["build"]
+    dockerfile = (Path(build["context"]) / build.get("dockerfile", "Dockerfile")).read_text()
+    assert Path(build["context"]).resolve() == SERVE_SCRIPT.parent
+    assert re.search(r"^COPY serve\.sh /usr/local/bin/mlflow-serve$", dockerfile, re.M)
+    assert re.search(r'^ENTRYPOINT \["mlflow-serve"\]$', dockerfile, re.M)
+    assert "command" not in compose["services"]["mlflow"], "flags belong in serve.sh only"
+    script = SERVE_SCRIPT.read_text()
+    for flag in ("--serve-artifacts", "--artifacts-destination", "--allowed-hosts",
+                 "--backend-store-uri"):
+        assert flag in script
+
+
+def test_compose_and_twin_share_the_nginx_and_database_config(compose):
+    nginx_mounts = mounts(compose["services"]["nginx"])
+    assert nginx_mounts[str(NGINX_TEMPLATE)] == "/etc/nginx/templates/default.conf.template"
+    assert mounts(compose["services"]["mysql"])[str(MYSQL_CONFIG)] == "/etc/mysql/conf.d/mlflow.cnf"
+    assert set(compose["services"]["nginx"]["environment"]) == set(NGINX_TEMPLATE_VARIABLES)
+
+
+def test_twin_renders_the_template_exactly_like_the_images_envsubst():
+    values = {"MLFLOW_UPSTREAM": "mlflow:5000", "NGINX_PORT": "80"}
+    # The nginx image runs: envsubst "$(printf '${%s} ' <defined variable names>)"
+    envsubst = subprocess.run(
+        ["envsubst", " ".join("${%s}" % name for name in values)],
+        input=NGINX_TEMPLATE.read_text(), capture_output=True, text=True, check=True,
+        env={**os.environ, **values},
+    ).stdout
+    rendered = render_nginx_template(values)
+    assert rendered == envsubst
+    assert "$host" in rendered and "${" not in rendered
+
+
+def test_rendered_nginx_config_is_valid_and_lifts_the_body_limit(tmp_path):
+    site = tmp_path / "default.conf"
+    site.write_text(render_nginx_template({"MLFLOW_UPSTREAM": "127.0.0.1:5000", "NGINX_PORT": "127.0.0.1:8080"}))
+    main = tmp_path / "nginx.conf"
+    main.write_text(f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; events {{}}\n"
+                    f"http {{ include {site}; }}\n")
+    result = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(main)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = site.read_text()
+    assert re.search(r"client_max_body_size\s+(0|\d+[gG]);", text)
+    assert re.search(r"proxy_read_timeout\s+\d{3,}s;", text)
+
+
+def test_server_image_pins_match_the_client_environment():
+    def pins(path: Path) -> dict[str, str]:
+        found = {}
+        for line in path.read_text().splitlines():
+            match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)", line.strip())
+            if match:
+                found[match.group(1).lower().split("[")[0]] = match.group(2)
+        return found
+
+    server = pins(SERVE_SCRIPT.parent / "requirements.txt")
+    client = pins(REPO_ROOT / "requirements.txt")
+    assert set(server) == {"mlflow", "pymysql", "boto3", "cryptography"}
+    for name, version in server.items():
+        assert client.get(name) == version, f"{name}: server {version}, client {client.get(name)}"
+
+
+def test_every_stack_variable_is_documented_in_the_readme():
+    readme = (REPO_ROOT / "README.md").read_text()
+    for name in stack_env():
+        assert re.search(rf"^\|\s*`{name}`\s*\|", readme, re.M), f"{name} missing from README table"

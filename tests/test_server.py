@@ -1,0 +1,54 @@
+"""The fast-failing server check, against servers that are down or are not MLflow."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+
+import pytest
+
+from dl_model_tracking.local_stack import free_port
+from dl_model_tracking.server import TrackingServerUnavailable, check_server
+
+
+def test_a_stack_that_is_down_fails_within_seconds_naming_the_fix():
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(TrackingServerUnavailable, match="No MLflow tracking server at .*start_mlflow.sh"):
+        check_server(uri)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("uri", ["localhost", "file:///tmp/mlruns", "http://"])
+def test_a_uri_that_is_not_a_server_url_is_refused(uri):
+    with pytest.raises(TrackingServerUnavailable, match="not an http"):
+        check_server(uri)
+
+
+class _NotMlflow(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/health":
+            self.send_response(502)
+            self.end_headers()
+        else:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_proxy_without_its_mlflow_server_is_reported_as_such():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _NotMlflow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(TrackingServerUnavailable, match="HTTP 502"):
+            check_server(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+
+
+def test_a_healthy_server_passes(stack):
+    check_server(stack.tracking_uri)

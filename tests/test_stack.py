@@ -1,0 +1,162 @@
+"""Smoke tests of a running stack, always through nginx as a user would reach it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from dl_model_tracking.local_stack import LocalStack
+
+pytestmark = pytest.mark.stack
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_ui_page_and_its_static_assets_are_served(stack):
+    status, body = get(stack.tracking_uri + "/")
+    assert status == 200
+    page = body.decode()
+    assert "<title>MLflow</title>" in page
+    assets = re.findall(r'(?:src|href)="\.?/?(static-files/static/[^"]+)"', page)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for asset in assets:
+        status, content = get(f"{stack.tracking_uri}/{asset}")
+        assert status == 200 and len(content) > 1000, asset
+
+
+def test_health_endpoint(stack):
+    assert get(stack.tracking_uri + "/health") == (200, b"OK")
+
+
+def test_unknown_host_header_is_refused_and_known_names_pass(stack):
+    api = stack.tracking_uri + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert get(api, {"Host": "localhost"})[0] == 200
+    assert get(api, {"Host": "127.0.0.1"})[0] == 200
+    assert get(api, {"Host": "attacker.example.com"})[0] == 403
+
+
+def test_experiment_records_params_metrics_and_tags(experiment_id):
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({"lr": 0.01, "backbone": "prajjwal1/bert-tiny"})
+        for step, value in enumerate([0.9, 0.5, 0.25]):
+            mlflow.log_metric("loss", value, step=step)
+        mlflow.set_tags({"team": "provenance", "stage": "smoke"})
+    stored = MlflowClient().get_run(run.info.run_id)
+    assert stored.info.status == "FINISHED"
+    assert stored.data.params == {"lr": "0.01", "backbone": "prajjwal1/bert-tiny"}
+    assert stored.data.metrics["loss"] == 0.25
+    history = MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == [0.9, 0.5, 0.25]
+    assert stored.data.tags["team"] == "provenance"
+
+
+def test_large_artifact_round_trips_through_the_proxy_into_the_bucket(experiment_id, s3, stack, tmp_path):
+    payload = os.urandom(6 * 1024 * 1024)  # well past nginx's 1 MB default body limit
+    source = tmp_path / "weights.bin"
+    source.write_bytes(payload)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_artifact(str(source), artifact_path="checkpoints")
+    artifact_uri = run.info.artifact_uri
+    assert artifact_uri.startswith("mlflow-artifacts:/"), "clients must not need S3 credentials"
+
+    downloaded = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{artifact_uri}/checkpoints/weights.bin", dst_path=str(tmp_path / "dl")))
+    assert hashlib.sha256(downloaded.read_bytes()).digest() == hashlib.sha256(payload).digest()
+
+    key = f"{experiment_id}/{run.info.run_id}/artifacts/checkpoints/weights.bin"
+    stored = s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()
+    assert stored == payload
+
+
+def test_clients_are_kept_on_the_proxy_for_every_transfer(stack):
+    """Presigned URLs would name the S3 endpoint as the server sees it (unreachable)."""
+    import json
+
+    for prefix in ("api", "ajax-api"):
+        status, body = get(f"{stack.tracking_uri}/{prefix}/3.0/mlflow/server-info")
+        info = json.loads(body)
+        assert status == 200 and info["store_type"] == "SqlStore"
+        assert info["multipart_uploads_enabled"] is False
+        assert info["multipart_downloads_enabled"] is False
+
+
+def test_anonymous_access_to_the_bucket_is_refused(experiment_id, s3, stack, tmp_path):
+    (tmp_path / "secret.txt").write_text("model internals")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_artifact(str(tmp_path / "secret.txt"))
+    key = f"{experiment_id}/{run.info.run_id}/artifacts/secret.txt"
+    assert s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read() == b"model internals"
+    status, body = get(f"{stack.s3_endpoint_url}/{stack.bucket}/{key}")
+    assert status == 403, body[:200]
+    assert b"model internals" not in body
+
+
+def test_registered_model_version_is_visible_through_the_registry(experiment_id):
+    import uuid
+
+    name = f"smoke-model-{uuid.uuid4().hex[:8]}"
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=_Echo(), pip_requirements=["mlflow"])
+    version = mlflow.register_model(info.model_uri, name)
+    client = MlflowClient()
+    fetched = client.get_model_version(name, version.version)
+    assert fetched.run_id == run.info.run_id
+    assert fetched.status == "READY"
+    assert [v.version for v in client.search_model_versions(f"name='{name}'")] == [version.version]
+
+
+def test_registry_refuses_sources_outside_the_servers_store(stack):
+    import uuid
+
+    name = f"smoke-source-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient()
+    client.create_registered_model(name)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="Invalid model version source"):
+        client.create_model_version(name, source="file:///etc/passwd")
+
+
+def test_data_survives_restarting_the_server_and_the_database(experiment_id, stack):
+    if not isinstance(stack, LocalStack):
+        pytest.skip("restarting services needs the stack's owner; run it against the twin")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_param("durable", "yes")
+        mlflow.log_metric("f1", 0.87)
+    for service in ("mlflow", "database"):
+        stack.restart(service)
+        stored = MlflowClient().get_run(run.info.run_id)
+        assert stored.data.params["durable"] == "yes", service
+        assert stored.data.metrics["f1"] == 0.87, service
+
+
+def test_twin_runs_the_server_with_the_compose_services_flags(stack):
+    if not isinstance(stack, LocalStack):
+        pytest.skip("inspects the twin's own processes")
+    pid = stack.services["mlflow"].process.pid
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    command = b" ".join(argv).decode()
+    # serve.sh execs mlflow in place, so the process we started *is* the server.
+    assert "mlflow server" in command
+    assert "--serve-artifacts" in command
+    assert f"--artifacts-destination s3://{stack.bucket}" in command
+    assert "--allowed-hosts localhost," in command
+    assert "mysql+pymysql://" in command and "charset=utf8mb4" in command
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return model_input
