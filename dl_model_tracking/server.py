@@ -48,9 +48,9 @@ def check_server(tracking_uri: str, timeout: float = 3.0) -> None:
         )
 
 
-def connect(settings: Settings | None = None) -> str:
+def connect(experiment_name: str | None = None, settings: Settings | None = None) -> str:
     """Check the server, point MLflow at it and select the experiment; return its id."""
     settings = settings or load_settings()
     check_server(settings.tracking_uri)
     mlflow.set_tracking_uri(settings.tracking_uri)
-    return mlflow.set_experiment(settings.experiment_name).experiment_id
+    return mlflow.set_experiment(experiment_name or settings.experiment_name).experiment_id

@@ -64,3 +64,54 @@ def pytest_runtest_makereport(item, call):
     running = item.config.stash.get(_STACK_KEY, None)
     if report.failed and running is not None and "stack" in item.fixturenames:
         report.sections.append(("tracking stack logs", running.logs()))
+
+
+# -- offline assets and notebook execution ------------------------------------------------
+@pytest.fixture(scope="session")
+def offline_assets(tmp_path_factory):
+    """The generated IMDB-layout sample and the bert-tiny-shaped backbone, built once."""
+    from dl_model_tracking.data import write_sample_dataset
+    from dl_model_tracking.model import build_offline_backbone
+
+    root = tmp_path_factory.mktemp("offline")
+    files = write_sample_dataset(root / "data")
+    backbone = build_offline_backbone(root / "bert-tiny-offline")
+    return {"data_dir": root / "data", "files": files, "backbone": backbone}
+
+
+@pytest.fixture(scope="session")
+def run_notebook(stack, offline_assets, tmp_path_factory):
+    """Execute a notebook with its parameters cell overridden; return its namespace."""
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from dl_model_tracking.settings import REPO_ROOT
+
+    def run(name: str, **overrides):
+        params = {"BACKBONE": str(offline_assets["backbone"]), "DATA_DIR": str(offline_assets["data_dir"]),
+                  "MAX_EPOCHS": 2, **overrides}
+        notebook = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
+        position = next(i for i, cell in enumerate(notebook.cells)
+                        if "parameters" in cell.metadata.get("tags", []))
+        injected = "\n".join(f"{key} = {value!r}" for key, value in params.items())
+        notebook.cells.insert(position + 1, nbformat.v4.new_code_cell(
+            "# Injected by the tests\n" + injected, metadata={"tags": ["injected-parameters"]}))
+        # Hand back the notebook's variables the test needs, as JSON in a last cell.
+        notebook.cells.append(nbformat.v4.new_code_cell(
+            "import json as _json\nprint(_json.dumps({k: v for k, v in globals().items() "
+            "if k in ('run_id', 'experiment_id') and isinstance(v, str)}))"))
+        workdir = tmp_path_factory.mktemp(name.replace(".ipynb", ""))
+        client = NotebookClient(notebook, timeout=1200, kernel_name="python3",
+                                resources={"metadata": {"path": str(workdir)}})
+        try:
+            client.execute()
+        finally:
+            out = REPO_ROOT / "test-artifacts" / name
+            out.parent.mkdir(exist_ok=True)
+            nbformat.write(notebook, out)  # the executed copy, for reading a failure
+        last = notebook.cells[-1].outputs[-1]["text"]
+        return json.loads(last.strip().splitlines()[-1])
+
+    return run

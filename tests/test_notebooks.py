@@ -1,0 +1,115 @@
+"""The tutorial notebooks, executed end to end against the stack, then checked on the server."""
+
+from __future__ import annotations
+
+import uuid
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from dl_model_tracking.model import predict_labels
+from dl_model_tracking.settings import DEFAULT_REGISTERED_MODEL_NAME
+
+pytestmark = [pytest.mark.notebooks, pytest.mark.stack]
+
+
+def registry_versions(client: MlflowClient, name: str) -> set[str]:
+    return {v.version for v in client.search_model_versions(f"name='{name}'")}
+
+
+def bucket_keys(stack, prefix: str) -> list[str]:
+    s3 = stack.s3_client()
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=prefix)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+@pytest.fixture(scope="module")
+def autolog_notebook(run_notebook, stack):
+    client = MlflowClient()
+    before = registry_versions(client, DEFAULT_REGISTERED_MODEL_NAME) if client.search_registered_models(
+        f"name='{DEFAULT_REGISTERED_MODEL_NAME}'") else set()
+    experiment = f"dl_model_chapter03-{uuid.uuid4().hex[:8]}"
+    result = run_notebook("dl_model_tracking.ipynb", EXPERIMENT_NAME=experiment)
+    return {**result, "experiment": experiment, "versions_before": before}
+
+
+def test_autolog_run_is_finished_with_parameters_and_metrics(autolog_notebook):
+    experiment = mlflow.get_experiment_by_name(autolog_notebook["experiment"])
+    runs = mlflow.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'chapter03'",
+                              output_format="list")
+    assert [r.info.run_id for r in runs] == [autolog_notebook["run_id"]]
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.lifecycle_stage == "active"
+    assert run.data.params["epochs"] == "2"
+    assert run.data.params["optimizer_name"] == "Adam"
+    for prefix in ("train_", "val_", "test_"):
+        assert any(name.startswith(prefix) for name in run.data.metrics), prefix
+    # The offline short run really learns.
+    assert run.data.metrics["test_accuracy"] >= 0.8
+
+
+def test_autologged_model_loads_and_predicts_labels_from_raw_text(autolog_notebook):
+    model = mlflow.pytorch.load_model(f"runs:/{autolog_notebook['run_id']}/model")
+    assert predict_labels(model, ["This is great news"]) == ["positive"]
+    assert predict_labels(model, ["The plot was awful, boring and dull."]) == ["negative"]
+
+
+def test_registered_version_points_at_the_autologged_model(autolog_notebook):
+    client = MlflowClient()
+    new = registry_versions(client, DEFAULT_REGISTERED_MODEL_NAME) - autolog_notebook["versions_before"]
+    assert len(new) == 1
+    version = client.get_model_version(DEFAULT_REGISTERED_MODEL_NAME, new.pop())
+    assert version.run_id == autolog_notebook["run_id"]
+    assert version.source.startswith("models:/m-")
+    logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.source_run_id == autolog_notebook["run_id"]
+    assert logged.name == "model"
+
+
+def test_autologged_model_files_are_in_the_bucket(autolog_notebook, stack):
+    run = mlflow.get_run(autolog_notebook["run_id"])
+    model_id = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list")[0].model_id
+    keys = bucket_keys(stack, f"{run.info.experiment_id}/models/{model_id}/artifacts/")
+    names = {key.rsplit("/", 1)[-1] for key in keys}
+    assert {"MLmodel", "model.pth", "requirements.txt"} <= names, keys
+
+
+@pytest.fixture(scope="module")
+def manual_notebook(run_notebook):
+    experiment = f"dl_model_chapter03-{uuid.uuid4().hex[:8]}"
+    return {**run_notebook("dl_model-non-auto-tracking.ipynb", EXPERIMENT_NAME=experiment),
+            "experiment": experiment}
+
+
+def test_manual_run_has_the_four_test_metrics_and_the_hand_logged_parameters(manual_notebook):
+    run = mlflow.get_run(manual_notebook["run_id"])
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for name in ("test_accuracy", "test_f1score", "test_precision", "test_recall"):
+        assert 0 <= metrics[name] <= 1, name
+    assert metrics["test_f1score"] >= 0.8
+    params = run.data.params
+    assert params["epochs"] == "2"
+    assert params["optimizer_name"] == "Adam"
+    assert float(params["optimizer.lr"]) > 0 and "optimizer.betas" in params
+    assert params["hparams.num_classes"] == "2"
+    assert params["hparams.backbone"].endswith("bert-tiny-offline")
+
+
+def test_manual_run_has_binary_metrics_summary_and_confusion_matrix(manual_notebook):
+    run = mlflow.get_run(manual_notebook["run_id"])
+    for name in ("test_binary_precision", "test_binary_recall", "test_binary_f1"):
+        assert 0.8 <= run.data.metrics[name] <= 1, name
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"model_summary.txt", "confusion_matrix.png", "params"} <= artifacts
+
+
+def test_manual_run_registered_its_model(manual_notebook):
+    client = MlflowClient()
+    versions = [v for v in client.search_model_versions(f"name='{DEFAULT_REGISTERED_MODEL_NAME}'")
+                if v.run_id == manual_notebook["run_id"]]
+    assert len(versions) == 1
+    model = mlflow.pytorch.load_model(f"models:/{DEFAULT_REGISTERED_MODEL_NAME}/{versions[0].version}")
+    assert predict_labels(model, ["This is great news"]) == ["positive"]
