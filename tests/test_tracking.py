@@ -1,0 +1,116 @@
+"""The hand-logging helpers, with good and bad input, against the stack."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+from dl_model_tracking.tracking import (
+    FULL_PARAMS_ARTIFACT,
+    ModelNotFound,
+    binary_classification_report,
+    collect_params,
+    flatten,
+    load_logged_model,
+    log_callback_metrics,
+    log_params_within_limits,
+    metrics_to_floats,
+    model_pip_requirements,
+)
+
+
+def test_callback_metrics_become_floats_and_the_rest_is_named():
+    kept, dropped = metrics_to_floats({
+        "val_f1": torch.tensor(0.75), "epoch": 2, "train_loss": torch.tensor([0.5]),
+        "nan_loss": torch.tensor(float("nan")), "inf": math.inf, "per_class": torch.tensor([0.1, 0.9]),
+        "note": "fine", "flag": True,
+    })
+    assert kept == {"val_f1": 0.75, "epoch": 2.0, "train_loss": 0.5}
+    assert set(dropped) == {"nan_loss", "inf", "per_class", "note", "flag"}
+    assert "not a finite number" in dropped["nan_loss"] and "2 values" in dropped["per_class"]
+
+
+@pytest.mark.stack
+def test_nan_metric_is_reported_and_the_others_are_logged(experiment_id, caplog):
+    with mlflow.start_run(experiment_id=experiment_id) as run, caplog.at_level(logging.WARNING):
+        logged = log_callback_metrics({"test_f1": torch.tensor(0.9), "test_loss": float("nan")})
+    assert logged == {"test_f1": pytest.approx(0.9)}
+    assert "metric 'test_loss' not logged" in caplog.text
+    assert mlflow.get_run(run.info.run_id).data.metrics == {"test_f1": pytest.approx(0.9)}
+
+
+def test_flatten_nests_with_dots():
+    assert flatten({"a": 1, "b": {"c": 2, "d": {"e": 3}}}) == {"a": 1, "b.c": 2, "b.d.e": 3}
+
+
+def test_collect_params_reads_epochs_optimizer_and_hparams():
+    class Trainer:
+        max_epochs = 3
+        optimizers = [torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)]
+
+    class Model:
+        hparams = {"backbone": "prajjwal1/bert-tiny", "num_classes": 2, "extra": {"max_length": 128}}
+
+    params = collect_params(Trainer(), Model())
+    assert params["epochs"] == 3 and params["optimizer_name"] == "Adam"
+    assert params["optimizer.lr"] == 0.01 and params["optimizer.betas"] == (0.9, 0.999)
+    assert params["hparams.backbone"] == "prajjwal1/bert-tiny"
+    assert params["hparams.extra.max_length"] == 128
+
+
+@pytest.mark.stack
+def test_too_long_param_value_is_cut_with_a_pointer_and_kept_in_full(experiment_id, caplog):
+    long_value = "x" * (MAX_PARAM_VAL_LENGTH + 500)
+    with mlflow.start_run(experiment_id=experiment_id) as run, caplog.at_level(logging.WARNING):
+        log_params_within_limits({"label_map": long_value, "betas": (0.9, 0.999)})
+    stored = mlflow.get_run(run.info.run_id).data.params
+    assert len(stored["label_map"]) == MAX_PARAM_VAL_LENGTH
+    assert stored["label_map"].endswith(f"full value in {FULL_PARAMS_ARTIFACT}]")
+    assert stored["betas"] == "[0.9, 0.999]"
+    assert "'label_map' is 6500 characters" in caplog.text
+    full = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{FULL_PARAMS_ARTIFACT}")
+    assert full["label_map"] == long_value
+
+
+@pytest.mark.stack
+def test_too_long_param_key_is_refused_before_anything_is_logged(experiment_id):
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        with pytest.raises(ValueError, match="longer than MLflow's 250 characters"):
+            log_params_within_limits({"ok": 1, "k" * 300: 2})
+    assert mlflow.get_run(run.info.run_id).data.params == {}
+
+
+def test_model_requirements_pin_the_running_environment():
+    pins = model_pip_requirements()
+    assert "torch==2.13.0" in pins
+    assert f"mlflow=={mlflow.__version__}" in pins
+    assert any(p.startswith("lightning-flash==0.8.2") for p in pins)
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("uri", [
+    "runs:/0123456789abcdef0123456789abcdef/model",
+    f"models:/no-such-model-{uuid.uuid4().hex[:6]}/1",
+])
+def test_unknown_model_uri_gets_a_clear_error(stack, uri):
+    with pytest.raises(ModelNotFound, match="No model at"):
+        load_logged_model(uri)
+
+
+def test_binary_report_scores_the_positive_class():
+    y_true = ["positive", "positive", "negative", "negative", "positive"]
+    y_pred = ["positive", "negative", "negative", "positive", "positive"]
+    metrics, figure = binary_classification_report(y_true, y_pred)
+    assert metrics == pytest.approx({"test_binary_precision": 2 / 3, "test_binary_recall": 2 / 3,
+                                     "test_binary_f1": 2 / 3, "test_binary_accuracy": 3 / 5})
+    assert figure.axes[0].get_title() == "Test set confusion matrix"
+    with pytest.raises(ValueError, match="as many predictions as labels"):
+        binary_classification_report(y_true, y_pred[:2])
