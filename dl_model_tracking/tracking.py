@@ -138,13 +138,18 @@ def log_and_register_model(model, registered_model_name: str | None, name: str =
     MLflow 3's default ``pt2`` format needs a tensor input example, which a text model
     cannot give; the pickle format is what autologging stores too.
     """
-    return mlflow.pytorch.log_model(
+    from .provenance import record_registration
+
+    info = mlflow.pytorch.log_model(
         model,
         name=name,
         serialization_format="pickle",
         pip_requirements=model_pip_requirements(),
         registered_model_name=registered_model_name,
     )
+    if registered_model_name:
+        record_registration(registered_model_name, info.registered_model_version)
+    return info
 
 
 def load_logged_model(model_uri: str):

@@ -105,13 +105,39 @@ def run_notebook(stack, offline_assets, tmp_path_factory):
         workdir = tmp_path_factory.mktemp(name.replace(".ipynb", ""))
         client = NotebookClient(notebook, timeout=1200, kernel_name="python3",
                                 resources={"metadata": {"path": str(workdir)}})
+        # Jupyter tells its kernels which notebook they run; so do we.
+        saved_session = os.environ.get("JPY_SESSION_NAME")
+        os.environ["JPY_SESSION_NAME"] = str(REPO_ROOT / "notebooks" / name)
         try:
             client.execute()
         finally:
+            if saved_session is None:
+                os.environ.pop("JPY_SESSION_NAME")
+            else:
+                os.environ["JPY_SESSION_NAME"] = saved_session
             out = REPO_ROOT / "test-artifacts" / name
             out.parent.mkdir(exist_ok=True)
             nbformat.write(notebook, out)  # the executed copy, for reading a failure
         last = notebook.cells[-1].outputs[-1]["text"]
-        return json.loads(last.strip().splitlines()[-1])
+        return {**json.loads(last.strip().splitlines()[-1]), "workdir": workdir}
 
     return run
+
+
+@pytest.fixture(scope="session")
+def chapter_notebook(run_notebook):
+    """dl_model_tracking.ipynb, run once per session: the autologged, registered model."""
+    from mlflow import MlflowClient
+
+    from dl_model_tracking.settings import DEFAULT_REGISTERED_MODEL_NAME
+
+    client = MlflowClient()
+    name = DEFAULT_REGISTERED_MODEL_NAME
+    before = ({v.version for v in client.search_model_versions(f"name='{name}'")}
+              if client.search_registered_models(f"name='{name}'") else set())
+    experiment = f"dl_model_chapter03-{uuid.uuid4().hex[:8]}"
+    result = run_notebook("dl_model_tracking.ipynb", EXPERIMENT_NAME=experiment)
+    after = {v.version for v in client.search_model_versions(f"name='{name}'")}
+    new_versions = after - before
+    assert len(new_versions) == 1, f"the notebook should register one version, got {new_versions}"
+    return {**result, "experiment": experiment, "model_name": name, "version": new_versions.pop()}

@@ -14,31 +14,17 @@ from dl_model_tracking.settings import DEFAULT_REGISTERED_MODEL_NAME
 pytestmark = [pytest.mark.notebooks, pytest.mark.stack]
 
 
-def registry_versions(client: MlflowClient, name: str) -> set[str]:
-    return {v.version for v in client.search_model_versions(f"name='{name}'")}
-
-
 def bucket_keys(stack, prefix: str) -> list[str]:
     s3 = stack.s3_client()
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=prefix)
     return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
 
-@pytest.fixture(scope="module")
-def autolog_notebook(run_notebook, stack):
-    client = MlflowClient()
-    before = registry_versions(client, DEFAULT_REGISTERED_MODEL_NAME) if client.search_registered_models(
-        f"name='{DEFAULT_REGISTERED_MODEL_NAME}'") else set()
-    experiment = f"dl_model_chapter03-{uuid.uuid4().hex[:8]}"
-    result = run_notebook("dl_model_tracking.ipynb", EXPERIMENT_NAME=experiment)
-    return {**result, "experiment": experiment, "versions_before": before}
-
-
-def test_autolog_run_is_finished_with_parameters_and_metrics(autolog_notebook):
-    experiment = mlflow.get_experiment_by_name(autolog_notebook["experiment"])
+def test_autolog_run_is_finished_with_parameters_and_metrics(chapter_notebook):
+    experiment = mlflow.get_experiment_by_name(chapter_notebook["experiment"])
     runs = mlflow.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'chapter03'",
                               output_format="list")
-    assert [r.info.run_id for r in runs] == [autolog_notebook["run_id"]]
+    assert [r.info.run_id for r in runs] == [chapter_notebook["run_id"]]
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.lifecycle_stage == "active"
     assert run.data.params["epochs"] == "2"
@@ -49,26 +35,24 @@ def test_autolog_run_is_finished_with_parameters_and_metrics(autolog_notebook):
     assert run.data.metrics["test_accuracy"] >= 0.8
 
 
-def test_autologged_model_loads_and_predicts_labels_from_raw_text(autolog_notebook):
-    model = mlflow.pytorch.load_model(f"runs:/{autolog_notebook['run_id']}/model")
+def test_autologged_model_loads_and_predicts_labels_from_raw_text(chapter_notebook):
+    model = mlflow.pytorch.load_model(f"runs:/{chapter_notebook['run_id']}/model")
     assert predict_labels(model, ["This is great news"]) == ["positive"]
     assert predict_labels(model, ["The plot was awful, boring and dull."]) == ["negative"]
 
 
-def test_registered_version_points_at_the_autologged_model(autolog_notebook):
+def test_registered_version_points_at_the_autologged_model(chapter_notebook):
     client = MlflowClient()
-    new = registry_versions(client, DEFAULT_REGISTERED_MODEL_NAME) - autolog_notebook["versions_before"]
-    assert len(new) == 1
-    version = client.get_model_version(DEFAULT_REGISTERED_MODEL_NAME, new.pop())
-    assert version.run_id == autolog_notebook["run_id"]
+    version = client.get_model_version(DEFAULT_REGISTERED_MODEL_NAME, chapter_notebook["version"])
+    assert version.run_id == chapter_notebook["run_id"]
     assert version.source.startswith("models:/m-")
     logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
-    assert logged.source_run_id == autolog_notebook["run_id"]
+    assert logged.source_run_id == chapter_notebook["run_id"]
     assert logged.name == "model"
 
 
-def test_autologged_model_files_are_in_the_bucket(autolog_notebook, stack):
-    run = mlflow.get_run(autolog_notebook["run_id"])
+def test_autologged_model_files_are_in_the_bucket(chapter_notebook, stack):
+    run = mlflow.get_run(chapter_notebook["run_id"])
     model_id = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id], output_format="list")[0].model_id
     keys = bucket_keys(stack, f"{run.info.experiment_id}/models/{model_id}/artifacts/")
@@ -113,3 +97,18 @@ def test_manual_run_registered_its_model(manual_notebook):
     assert len(versions) == 1
     model = mlflow.pytorch.load_model(f"models:/{DEFAULT_REGISTERED_MODEL_NAME}/{versions[0].version}")
     assert predict_labels(model, ["This is great news"]) == ["positive"]
+
+
+def test_provenance_notebook_promotes_with_a_reason_and_draws_the_graph(chapter_notebook, run_notebook):
+    name, version = chapter_notebook["model_name"], chapter_notebook["version"]
+    result = run_notebook("model_provenance.ipynb", VERSION=version, MODEL_NAME=name)
+    client = MlflowClient()
+    model_version = client.get_model_version(name, version)
+    assert "champion" in model_version.aliases
+    assert model_version.current_stage == "Staging"
+    from dl_model_tracking.provenance import history
+
+    reasons = {e["action"]: e["reason"] for e in history(name, version)}
+    assert reasons["alias_set"].startswith("best test F1 so far")
+    assert reasons["stage_changed"].startswith("candidate for production")
+    assert (result["workdir"] / "nlp_dl_model-provenance.png").read_bytes()[:4] == b"\x89PNG"

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import uuid
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -28,7 +27,7 @@ def run(script: str, env: dict, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_local_mode_keeps_runs_and_models_across_stop_and_start(local_env):
+def test_local_mode_keeps_runs_and_models_across_stop_and_start(local_env, tmp_path):
     port = int(local_env["MLFLOW_LOCAL_PORT"])
     started = run("start_mlflow.sh", local_env)
     assert started.returncode == 0, started.stderr
@@ -51,11 +50,8 @@ def test_local_mode_keeps_runs_and_models_across_stop_and_start(local_env):
 
     assert run("start_mlflow.sh", local_env).returncode == 0
     assert client.get_run(run_id).data.params == {"epochs": "3"}
-    mlflow.set_tracking_uri(uri)
-    try:
-        assert mlflow.artifacts.load_text(f"runs:/{run_id}/model.txt") == "weights"
-    finally:
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    downloaded = client.download_artifacts(run_id, "model.txt", dst_path=str(tmp_path))
+    assert open(downloaded).read() == "weights"
     assert client.get_registered_model(name).name == name
 
 
