@@ -70,8 +70,12 @@ def start_run(experiment_id: str | None = None, run_name: str | None = None, *, 
 
 def record_training_provenance(datamodule=None, backbone: str | os.PathLike | None = None) -> dict[str, str]:
     """Tag the active run with who, code, environment and backbone; log its datasets."""
+    source = running_source()
     tags = {TAG + "trained_by": current_user(), TAG + "host": socket.gethostname(),
-            TAG + "source": running_source()}
+            TAG + "source": source}
+    if source.endswith(".ipynb"):
+        # MLflow would name the kernel launcher; the UI's "Source" should show the notebook.
+        tags.update({"mlflow.source.name": source, "mlflow.source.type": "NOTEBOOK"})
     tags.update(git_tags())
     tags.update({f"{TAG}env.{name}": version for name, version in environment_versions().items()})
     if backbone is not None:

@@ -49,6 +49,7 @@ def test_chapter03_run_page_shows_its_metrics(page, chapter_notebook, stack):
     run = mlflow.get_run(chapter_notebook["run_id"])
     page.goto(f"{stack.tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
     expect(page.get_by_text("chapter03").first).to_be_visible()
-    for metric in ("test_accuracy", "val_accuracy"):
+    for metric in ("test_accuracy", "val_accuracy", "train_accuracy_epoch"):
         expect(page.get_by_text(metric, exact=True).first).to_be_visible()
+    page.get_by_text("test_accuracy", exact=True).first.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "chapter03-run.png"), full_page=True)
