@@ -62,8 +62,15 @@ def _now() -> str:
 @contextlib.contextmanager
 def start_run(experiment_id: str | None = None, run_name: str | None = None, *, datamodule=None,
               backbone: str | os.PathLike | None = None, **start_run_kwargs):
-    """``mlflow.start_run`` that first records the run's provenance (see the module doc)."""
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, **start_run_kwargs) as run:
+    """``mlflow.start_run`` that first records the run's provenance (see the module doc).
+
+    Models logged inside it, by autologging too, get explicit pinned requirements
+    instead of MLflow's slow inference (:func:`~dl_model_tracking.tracking.pinned_model_requirements`).
+    """
+    from .tracking import pinned_model_requirements
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, **start_run_kwargs) as run, \
+            pinned_model_requirements():
         record_training_provenance(datamodule=datamodule, backbone=backbone)
         yield run
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
@@ -130,6 +132,30 @@ def model_pip_requirements() -> list[str]:
             continue
         pins.append(f"{name}=={version.split('+')[0]}")
     return pins
+
+
+@contextlib.contextmanager
+def pinned_model_requirements():
+    """While active, models logged without explicit requirements get :func:`model_pip_requirements`.
+
+    Autologging calls ``mlflow.pytorch.log_model`` without requirements, so MLflow infers
+    them by importing the model in a subprocess (about 8 s per run here) and offers no
+    setting to avoid it. The pins recorded instead are those of the running environment,
+    the same packages inference would find.
+    """
+    original = mlflow.pytorch.log_model
+
+    @functools.wraps(original)
+    def log_model(*args, **kwargs):
+        if not any(kwargs.get(k) for k in ("pip_requirements", "extra_pip_requirements", "conda_env")):
+            kwargs["pip_requirements"] = model_pip_requirements()
+        return original(*args, **kwargs)
+
+    mlflow.pytorch.log_model = log_model
+    try:
+        yield
+    finally:
+        mlflow.pytorch.log_model = original
 
 
 def log_and_register_model(model, registered_model_name: str | None, name: str = "model"):

@@ -114,3 +114,17 @@ def test_binary_report_scores_the_positive_class():
     assert figure.axes[0].get_title() == "Test set confusion matrix"
     with pytest.raises(ValueError, match="as many predictions as labels"):
         binary_classification_report(y_true, y_pred[:2])
+
+
+@pytest.mark.stack
+def test_models_logged_inside_a_tracked_run_get_pinned_requirements(experiment_id):
+    from dl_model_tracking.provenance import start_run
+
+    model = torch.nn.Linear(2, 2)
+    with start_run(experiment_id, run_name="pins"):
+        # As autologging calls it: no requirements given.
+        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle")
+    location = mlflow.get_logged_model(info.model_id).artifact_location
+    requirements = mlflow.artifacts.load_text(f"{location}/requirements.txt").split()
+    assert requirements == model_pip_requirements()
+    assert not hasattr(mlflow.pytorch.log_model, "__wrapped__"), "the pinning must end with the run"
