@@ -310,7 +310,7 @@ class LocalStack:
                 "AWS_SECRET_ACCESS_KEY": self.s3_credentials["aws_secret_access_key"],
                 "MLFLOW_HOST": "127.0.0.1",
                 "MLFLOW_PORT": str(self.mlflow_port),
-                "MLFLOW_WORKERS": self.config.get("MLFLOW_WORKERS", "2"),
+                "MLFLOW_WORKERS": os.environ.get("MLFLOW_WORKERS", self.config.get("MLFLOW_WORKERS", "2")),
                 # serve.sh execs the `mlflow` of the interpreter running this code.
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             },

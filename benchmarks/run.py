@@ -1,0 +1,501 @@
+"""What tracking costs a training run, and how fast the stack logs, stores and searches.
+
+    python -m benchmarks.run [--quick] [--json results.json]
+
+starts the no-Docker twin of the stack (MariaDB, S3 endpoint, MLflow server, nginx) and
+measures against it; ``--tracking-uri`` (with ``--mlflow-uri``, ``--s3-endpoint-url`` and
+the AWS variables) measures a stack that is already running instead. Every comparison
+is a ratio measured in this run, its two sides interleaved and repeated; the table gives
+medians and the spread (min to max). ``--quick`` takes under three minutes here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+MB = 1024 * 1024
+
+
+@dataclass
+class Row:
+    group: str
+    measure: str
+    value: float
+    unit: str
+    spread: str = ""
+    goal: str = ""
+    met: bool | None = None
+    samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    quick: bool
+    repeats: int
+    metric_calls: int
+    artifact_sizes_mb: list[int]
+    search_runs: int
+    search_queries: int
+    cold_starts: int
+    fixed_epochs: int
+    fixed_sizes: dict
+    marginal_epochs: int
+    marginal_sizes: dict
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> "Config":
+        if quick:
+            return cls(quick=True, repeats=2, metric_calls=100, artifact_sizes_mb=[10], search_runs=1000,
+                       search_queries=10, cold_starts=1, fixed_epochs=1,
+                       fixed_sizes={"train": 64, "val": 32, "test": 32}, marginal_epochs=2,
+                       marginal_sizes={"train": 600, "val": 100, "test": 100})
+        return cls(quick=False, repeats=5, metric_calls=500, artifact_sizes_mb=[10, 200], search_runs=10_000,
+                   search_queries=50, cold_starts=3, fixed_epochs=1,
+                   fixed_sizes={"train": 64, "val": 32, "test": 32}, marginal_epochs=10,
+                   marginal_sizes={"train": 2400, "val": 300, "test": 300})
+
+
+# -- measuring --------------------------------------------------------------------------------
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def interleaved(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run each side once per round, alternating which goes first, and collect its figures."""
+    results: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for round_number in range(repeats):
+        for name in (names if round_number % 2 == 0 else list(reversed(names))):
+            results[name].append(sides[name]())
+    return results
+
+
+def spread(values: list[float], fmt: str = "{:.3g}") -> str:
+    return f"{fmt.format(min(values))} to {fmt.format(max(values))}" if len(values) > 1 else ""
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- the stack under test -----------------------------------------------------------------------
+@dataclass
+class Target:
+    tracking_uri: str  # through nginx
+    mlflow_uri: str  # the tracking server directly
+    s3_endpoint_url: str
+    s3_credentials: dict
+    bucket: str
+    backend_store_uri: str | None
+    startup_seconds: float | None
+
+    def s3_client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_endpoint_url, region_name="us-east-1",
+                            **self.s3_credentials)
+
+
+@contextlib.contextmanager
+def target_from_args(args, workdir: Path):
+    if args.tracking_uri:
+        from dl_model_tracking.settings import stack_env
+
+        config = stack_env()
+        yield Target(args.tracking_uri, args.mlflow_uri or args.tracking_uri, args.s3_endpoint_url,
+                     {"aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", config["MINIO_ROOT_USER"]),
+                      "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", config["MINIO_ROOT_PASSWORD"])},
+                     config["MLFLOW_BUCKET"], args.backend_store_uri, None)
+        return
+    from dl_model_tracking.local_stack import LocalStack
+
+    with LocalStack(workdir / "stack").start() as stack:
+        yield Target(stack.tracking_uri, stack.mlflow_uri, stack.s3_endpoint_url, stack.s3_credentials,
+                     stack.bucket, stack.backend_store_uri, stack.startup_seconds)
+
+
+# -- 1. metric logging ---------------------------------------------------------------------------
+def bench_metrics(target: Target, config: Config) -> list[Row]:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    rows = []
+    clients = {"nginx": MlflowClient(target.tracking_uri), "direct": MlflowClient(target.mlflow_uri)}
+    experiment = clients["nginx"].create_experiment(f"bench-metrics-{uuid.uuid4().hex[:8]}")
+    runs = {side: client.create_run(experiment).info.run_id for side, client in clients.items()}
+
+    def per_call(side):
+        client, run_id = clients[side], runs[side]
+        return lambda: timed(lambda: [client.log_metric(run_id, "loss", 1.0 / (i + 1), step=i)
+                                      for i in range(config.metric_calls)]) / config.metric_calls
+
+    def batch(side):
+        client, run_id = clients[side], runs[side]
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"m{j}", float(j), now, 0) for j in range(1000)]
+        return lambda: timed(lambda: client.log_batch(run_id, metrics=metrics)) / 1000
+
+    for label, make in (("log_metric, one call per metric", per_call), ("log_batch of 1,000 metrics", batch)):
+        seconds = interleaved({side: make(side) for side in clients}, config.repeats)
+        rates = {side: [1 / s for s in values] for side, values in seconds.items()}
+        for side in clients:
+            rows.append(Row("metrics", f"{label}, {side}", statistics.median(rates[side]), "metrics/s",
+                            spread(rates[side], "{:.0f}"), samples=rates[side]))
+        ratio = [n / d for n, d in zip(rates["nginx"], rates["direct"])]
+        rows.append(Row("metrics", f"{label}: nginx / direct", statistics.median(ratio), "ratio",
+                        spread(ratio), ">= 0.95", statistics.median(ratio) >= 0.95, ratio))
+        if make is per_call:
+            cost = [s * 1000 for s in seconds["nginx"]]
+            rows.append(Row("metrics", f"{label}: caller cost per call (nginx)", statistics.median(cost),
+                            "ms", spread(cost), samples=cost))
+
+    # Asynchronous logging: what the training loop pays per step, and the throughput.
+    mlflow.set_tracking_uri(target.tracking_uri)
+    enqueue, total = [], []
+    for _ in range(config.repeats):
+        with mlflow.start_run(experiment_id=experiment):
+            started = time.perf_counter()
+            for i in range(config.metric_calls):
+                mlflow.log_metric("async_loss", 1.0 / (i + 1), step=i, synchronous=False)
+            enqueued = time.perf_counter()
+            mlflow.flush_async_logging()
+            finished = time.perf_counter()
+        enqueue.append((enqueued - started) / config.metric_calls * 1000)
+        total.append(config.metric_calls / (finished - started))
+    rows.append(Row("metrics", "async log_metric: caller cost per step", statistics.median(enqueue), "ms",
+                    spread(enqueue), "< 1 ms", statistics.median(enqueue) < 1, enqueue))
+    rows.append(Row("metrics", "async log_metric: throughput incl. flush", statistics.median(total), "metrics/s",
+                    spread(total, "{:.0f}"), samples=total))
+    return rows
+
+
+# -- 2. artifacts ------------------------------------------------------------------------------------
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(MB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bench_artifacts(target: Target, config: Config, workdir: Path) -> list[Row]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(target.tracking_uri)
+    s3 = target.s3_client()
+    experiment = client.create_experiment(f"bench-artifacts-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(experiment).info.run_id
+    rows = []
+    for size in config.artifact_sizes_mb:
+        source = workdir / f"artifact-{size}mb.bin"
+        with open(source, "wb") as handle:
+            for _ in range(size):
+                handle.write(os.urandom(MB))
+        expected = sha256(source)
+        key = f"bench-direct/{uuid.uuid4().hex}/{source.name}"
+
+        def check(path: Path) -> None:
+            if sha256(path) != expected:
+                raise AssertionError(f"{path} differs from what was uploaded")
+
+        def proxy_download():
+            destination = Path(tempfile.mkdtemp(dir=workdir))
+            seconds = timed(lambda: client.download_artifacts(run_id, source.name, str(destination)))
+            check(destination / source.name)
+            return seconds
+
+        def direct_download():
+            destination = workdir / f"direct-{uuid.uuid4().hex}.bin"
+            seconds = timed(lambda: s3.download_file(target.bucket, key, str(destination)))
+            check(destination)
+            destination.unlink()
+            return seconds
+
+        uploads = interleaved({"proxy": lambda: timed(lambda: client.log_artifact(run_id, str(source))),
+                               "direct": lambda: timed(lambda: s3.upload_file(str(source), target.bucket, key))},
+                              config.repeats)
+        downloads = interleaved({"proxy": proxy_download, "direct": direct_download}, config.repeats)
+        for way, seconds in (("upload", uploads), ("download", downloads)):
+            speed = {side: [size / s for s in values] for side, values in seconds.items()}
+            ratio = [p / d for p, d in zip(speed["proxy"], speed["direct"])]
+            rows.append(Row("artifacts", f"{size} MB {way} through nginx + MLflow proxy", statistics.median(speed["proxy"]),
+                            "MB/s", spread(speed["proxy"], "{:.0f}"), samples=speed["proxy"]))
+            rows.append(Row("artifacts", f"{size} MB {way} direct to S3 (boto3)", statistics.median(speed["direct"]),
+                            "MB/s", spread(speed["direct"], "{:.0f}"), samples=speed["direct"]))
+            rows.append(Row("artifacts", f"{size} MB {way}: proxy / direct", statistics.median(ratio), "ratio",
+                            spread(ratio), ">= 0.8", statistics.median(ratio) >= 0.8, ratio))
+        source.unlink()
+    return rows
+
+
+# -- 3. search at scale ------------------------------------------------------------------------------
+def seed_runs(backend_store_uri: str, experiment_id: str, count: int) -> float:
+    """Write ``count`` finished runs with 10 params and 10 metrics each straight into the
+    backend database, through MLflow's own table definitions (the REST API would take
+    minutes for 10,000 runs, and that is not what is measured here)."""
+    import random
+
+    import sqlalchemy
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+
+    engine = sqlalchemy.create_engine(backend_store_uri)
+    rng = random.Random(1)
+    now = int(time.time() * 1000)
+    started = time.perf_counter()
+    with sqlalchemy.orm.Session(engine) as session:
+        for first in range(0, count, 1000):
+            runs, params, metrics, latest, tags = [], [], [], [], []
+            for index in range(first, min(count, first + 1000)):
+                run_id = uuid.uuid4().hex
+                runs.append(dict(run_uuid=run_id, name=f"bench-run-{index:05d}", source_type="LOCAL",
+                                 source_name="benchmarks", entry_point_name="", user_id="bench",
+                                 status="FINISHED", start_time=now - index, end_time=now - index + 10,
+                                 source_version="", lifecycle_stage="active",
+                                 artifact_uri=f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts",
+                                 experiment_id=int(experiment_id)))
+                # The tags MLflow's own create_run writes; the UI expects them.
+                tags += [dict(key="mlflow.runName", value=f"bench-run-{index:05d}", run_uuid=run_id),
+                         dict(key="mlflow.user", value="bench", run_uuid=run_id)]
+                params += [dict(key=f"p{k}", value=str(rng.randint(0, 100)), run_uuid=run_id) for k in range(10)]
+                for k in range(10):
+                    value = dict(key=f"m{k}", value=rng.random(), timestamp=now, step=0, is_nan=False,
+                                 run_uuid=run_id)
+                    metrics.append(value)
+                    latest.append(dict(value))
+            session.bulk_insert_mappings(SqlRun, runs)
+            session.bulk_insert_mappings(SqlParam, params)
+            session.bulk_insert_mappings(SqlMetric, metrics)
+            session.bulk_insert_mappings(SqlLatestMetric, latest)
+            session.bulk_insert_mappings(SqlTag, tags)
+            session.commit()
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def bench_search(target: Target, config: Config) -> list[Row]:
+    from mlflow import MlflowClient
+
+    if not target.backend_store_uri:
+        return [Row("search", "search_runs at scale", float("nan"), "ms",
+                    goal="needs --backend-store-uri to seed the runs")]
+    client = MlflowClient(target.tracking_uri)
+    experiment = client.create_experiment(f"bench-search-{uuid.uuid4().hex[:8]}")
+    seed_seconds = seed_runs(target.backend_store_uri, experiment, config.search_runs)
+    latencies = []
+    for _ in range(config.search_queries):
+        started = time.perf_counter()
+        found = client.search_runs([experiment], filter_string="metrics.m0 > 0.5 and params.p1 != '7'",
+                                   order_by=["metrics.m1 DESC"], max_results=100)
+        latencies.append((time.perf_counter() - started) * 1000)
+        if len(found) != 100:
+            raise AssertionError(f"search returned {len(found)} runs, expected 100")
+    label = f"{config.search_runs:,} runs x 10 params x 10 metrics"
+    rows = [Row("search", f"search_runs (metric filter, order by), {label}: p50", percentile(latencies, 0.5), "ms",
+                spread(latencies, "{:.0f}"), samples=latencies),
+            Row("search", f"search_runs, {label}: p95", percentile(latencies, 0.95), "ms", "",
+                "<= 500 ms", percentile(latencies, 0.95) <= 500, latencies),
+            Row("search", f"seeding {label} into MySQL", seed_seconds, "s")]
+    page = ui_runs_page_seconds(target, experiment)
+    if page is not None:
+        rows.append(Row("search", f"UI runs page of that experiment, first rows shown", page, "s"))
+    return rows
+
+
+def ui_runs_page_seconds(target: Target, experiment_id: str) -> float | None:
+    if not Path("/usr/bin/chromium").exists():
+        return None
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                  "--disable-component-update", "--disable-sync", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        started = time.perf_counter()
+        page.goto(f"{target.tracking_uri}/#/experiments/{experiment_id}/runs")
+        page.get_by_text("bench-run-", exact=False).first.wait_for(timeout=120_000)
+        seconds = time.perf_counter() - started
+        browser.close()
+    return seconds
+
+
+# -- 4. cold start ------------------------------------------------------------------------------------
+def bench_cold_start(target: Target, config: Config, workdir: Path) -> list[Row]:
+    from dl_model_tracking.local_stack import LocalStack, free_port
+    from dl_model_tracking.settings import REPO_ROOT
+
+    rows = []
+    twin = [target.startup_seconds] if target.startup_seconds else []
+    for index in range(config.cold_starts - len(twin)):
+        with LocalStack(workdir / f"cold-{index}").start() as stack:
+            twin.append(stack.startup_seconds)
+    if twin:
+        rows.append(Row("cold start", "twin stack, start to healthy (fresh database)", statistics.median(twin), "s",
+                        spread(twin), "<= 30 s", statistics.median(twin) <= 30, twin))
+    local = []
+    for index in range(config.cold_starts):
+        env = {**os.environ, "MLFLOW_STACK_MODE": "local", "MLFLOW_LOCAL_DIR": str(workdir / f"local-{index}"),
+               "MLFLOW_LOCAL_PORT": str(free_port())}
+        seconds = timed(lambda: subprocess.run(["bash", "start_mlflow.sh"], cwd=REPO_ROOT, env=env, check=True,
+                                               capture_output=True))
+        subprocess.run(["bash", "stop_mlflow.sh"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+        local.append(seconds)
+    rows.append(Row("cold start", "start_mlflow.sh, local mode, to healthy", statistics.median(local), "s",
+                    spread(local), "<= 30 s", statistics.median(local) <= 30, local))
+    return rows
+
+
+# -- 5. tracking overhead -------------------------------------------------------------------------------
+def bench_training(target: Target, config: Config, workdir: Path, upload_mb_per_s: float | None) -> list[Row]:
+    import flash
+    import mlflow
+
+    from dl_model_tracking.data import load_imdb
+    from dl_model_tracking.model import build_classifier, build_offline_backbone
+    from dl_model_tracking.provenance import start_run
+
+    mlflow.set_tracking_uri(target.tracking_uri)
+    experiment = mlflow.create_experiment(f"bench-training-{uuid.uuid4().hex[:8]}")
+    backbone = build_offline_backbone(workdir / "backbone", pretrain=False)
+
+    def fine_tune(data_dir: Path, epochs: int, tracking: str) -> float:
+        datamodule = load_imdb(data_dir, batch_size=32)
+        model = build_classifier(datamodule, backbone=str(backbone))
+        trainer = flash.Trainer(max_epochs=epochs, enable_progress_bar=False, enable_model_summary=False)
+
+        def train():
+            trainer.finetune(model, datamodule=datamodule, strategy="freeze")
+            trainer.test(model, datamodule=datamodule, verbose=False)
+
+        if tracking == "untracked":
+            mlflow.pytorch.autolog(disable=True)
+            return timed(train)
+        mlflow.pytorch.autolog(silent=True)
+        if tracking == "stock autolog":
+            return timed(lambda: _in_run(lambda: mlflow.start_run(experiment_id=experiment), train))
+        return timed(lambda: _in_run(lambda: start_run(experiment, datamodule=datamodule, backbone=str(backbone)),
+                                     train))
+
+    with contextlib.chdir(workdir):  # Lightning writes lightning_logs/ into the working directory
+        return _training_rows(config, workdir, upload_mb_per_s, backbone, fine_tune)
+
+
+def _training_rows(config, workdir, upload_mb_per_s, backbone, fine_tune) -> list[Row]:
+    import mlflow
+
+    from dl_model_tracking.data import write_sample_dataset
+
+    rows = []
+    small = workdir / "data-small"
+    write_sample_dataset(small, sizes=config.fixed_sizes)
+    fine_tune(small, 1, "untracked")  # warm-up: imports, first tokenizer load
+    sides = {mode: (lambda mode=mode: fine_tune(small, config.fixed_epochs, mode))
+             for mode in ("untracked", "stock autolog", "project helpers")}
+    seconds = interleaved(sides, config.repeats)
+    untracked = statistics.median(seconds["untracked"])
+    model_mb = (backbone / "pytorch_model.bin").stat().st_size / MB
+    upload = model_mb / upload_mb_per_s if upload_mb_per_s else 0.0
+    for mode in ("untracked", "stock autolog", "project helpers"):
+        rows.append(Row("training", f"short fine-tune ({config.fixed_epochs} epoch, {config.fixed_sizes['train']} reviews), {mode}",
+                        statistics.median(seconds[mode]), "s", spread(seconds[mode]), samples=seconds[mode]))
+    for mode in ("stock autolog", "project helpers"):
+        extra = [t - u for t, u in zip(seconds[mode], seconds["untracked"])]
+        fixed = statistics.median(extra) - upload
+        rows.append(Row("training", f"fixed cost per run beyond the model upload ({upload:.2f} s), {mode}",
+                        fixed, "s", spread([e - upload for e in extra]), "<= 1 s", fixed <= 1, extra))
+
+    large = workdir / "data-large"
+    write_sample_dataset(large, sizes=config.marginal_sizes)
+    long_sides = {mode: (lambda mode=mode: fine_tune(large, config.marginal_epochs, mode))
+                  for mode in ("untracked", "project helpers")}
+    long_seconds = interleaved(long_sides, max(2, config.repeats // 2))
+    ratio = [t / u for t, u in zip(long_seconds["project helpers"], long_seconds["untracked"])]
+    rows.append(Row("training", f"long fine-tune ({config.marginal_epochs} epochs, {config.marginal_sizes['train']} reviews), untracked",
+                    statistics.median(long_seconds["untracked"]), "s", spread(long_seconds["untracked"]),
+                    samples=long_seconds["untracked"]))
+    rows.append(Row("training", "long fine-tune: tracked / untracked (marginal cost)", statistics.median(ratio),
+                    "ratio", spread(ratio), "<= 1.05", statistics.median(ratio) <= 1.05, ratio))
+    mlflow.pytorch.autolog(disable=True)
+    return rows
+
+
+def _in_run(open_run, body) -> None:
+    with open_run():
+        body()
+
+
+# -- report ---------------------------------------------------------------------------------------------
+def machine() -> dict:
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| group | measure | median | spread | goal | met |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        value = "n/a" if row.value != row.value else f"{row.value:.3g} {row.unit}"
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.group} | {row.measure} | {value} | {row.spread} | {row.goal} | {met} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (CI)")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--tracking-uri", help="a running stack's URL (through nginx); default: start the twin")
+    parser.add_argument("--mlflow-uri", help="that stack's MLflow server, bypassing nginx")
+    parser.add_argument("--s3-endpoint-url", default="http://localhost:9000")
+    parser.add_argument("--backend-store-uri", help="that stack's database URI, to seed the search benchmark")
+    parser.add_argument("--only", nargs="*", choices=["metrics", "artifacts", "search", "cold", "training"],
+                        help="run only these groups")
+    args = parser.parse_args(argv)
+    config = Config.for_mode(args.quick)
+    groups = set(args.only or ["metrics", "artifacts", "search", "cold", "training"])
+    started = time.perf_counter()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="mlflow-bench-") as tmp:
+        workdir = Path(tmp)
+        with target_from_args(args, workdir) as target:
+            if "metrics" in groups:
+                rows += bench_metrics(target, config)
+            if "artifacts" in groups:
+                rows += bench_artifacts(target, config, workdir)
+            if "search" in groups:
+                rows += bench_search(target, config)
+            if "training" in groups:
+                upload = next((r.value for r in rows if r.measure.endswith("upload through nginx + MLflow proxy")), None)
+                rows += bench_training(target, config, workdir, upload)
+            if "cold" in groups:
+                rows += bench_cold_start(target, config, workdir)
+    elapsed = time.perf_counter() - started
+    report = {"mode": "quick" if args.quick else "full", "seconds": round(elapsed, 1), "machine": machine(),
+              "rows": [asdict(row) for row in rows]}
+    print(markdown(rows))
+    print(f"\n{report['mode']} run, {elapsed:.0f} s, on {report['machine']}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

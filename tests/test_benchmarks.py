@@ -1,0 +1,35 @@
+"""The benchmark's quick mode runs end to end and writes well-formed figures (no timing checks)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from dl_model_tracking.settings import REPO_ROOT
+
+pytestmark = pytest.mark.benchmarks
+
+
+def test_quick_mode_writes_a_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| group | measure | median | spread | goal | met |" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["mode"] == "quick" and report["machine"]["cpus"] >= 1
+    groups = {row["group"] for row in report["rows"]}
+    assert groups == {"metrics", "artifacts", "search", "training", "cold start"}
+    for row in report["rows"]:
+        assert isinstance(row["value"], float) and math.isfinite(row["value"]) and row["value"] >= 0, row
+        assert row["unit"] in {"metrics/s", "ratio", "ms", "MB/s", "s"}, row
+        if row["goal"]:
+            assert isinstance(row["met"], bool), row
+    measures = " ".join(row["measure"] for row in report["rows"])
+    for expected in ("nginx / direct", "async log_metric", "proxy / direct", "p95", "fixed cost per run",
+                     "tracked / untracked", "start to healthy", "start_mlflow.sh"):
+        assert expected in measures
