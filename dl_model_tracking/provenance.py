@@ -129,9 +129,19 @@ def environment_versions() -> dict[str, str]:
 
 
 def installed_requirements() -> str:
-    pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()
-                   if d.metadata["Name"]}, key=str.lower)
-    return "\n".join(pins) + "\n"
+    """``name==version`` of every installed distribution, from the ``*.dist-info`` names.
+
+    Reading each package's METADATA instead took 0.7 s per run for ~250 packages; the
+    folder names carry the same (normalised) name and version.
+    """
+    pins = set()
+    for entry in sys.path:
+        folder = Path(entry or ".")
+        if folder.is_dir():
+            for info in folder.glob("*.dist-info"):
+                name, _, version = info.name.removesuffix(".dist-info").partition("-")
+                pins.add(f"{name.replace('_', '-')}=={version}")
+    return "\n".join(sorted(pins, key=str.lower)) + "\n"
 
 
 def _hash_file(digest, path: Path) -> None:
