@@ -13,6 +13,7 @@ loopback ports and lives in one working directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -39,10 +40,17 @@ class StackStartError(RuntimeError):
     """A service did not become healthy; the message carries every service's log."""
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: all held open while choosing, so none repeats."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -129,10 +137,7 @@ class LocalStack:
         self.startup_timeout = startup_timeout
         self.config = stack_env()
         self.bucket = self.config["MLFLOW_BUCKET"]
-        self.mysql_port = free_port()
-        self.s3_port = free_port()
-        self.mlflow_port = free_port()
-        self.nginx_port = free_port()
+        self.mysql_port, self.s3_port, self.mlflow_port, self.nginx_port = free_ports(4)
         self.s3_credentials: dict[str, str] = {}
         self.services: dict[str, Service] = {}
         self.startup_seconds: float | None = None

@@ -52,3 +52,11 @@ def test_a_proxy_without_its_mlflow_server_is_reported_as_such():
 
 def test_a_healthy_server_passes(stack):
     check_server(stack.tracking_uri)
+
+
+def test_the_twin_gets_distinct_ports():
+    from dl_model_tracking.local_stack import free_ports
+
+    for _ in range(50):
+        ports = free_ports(4)
+        assert len(set(ports)) == 4
