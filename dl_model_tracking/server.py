@@ -6,6 +6,7 @@ reader who forgot to start the stack deserves one clear line within seconds.
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -48,9 +49,18 @@ def check_server(tracking_uri: str, timeout: float = 3.0) -> None:
         )
 
 
+# MLflow's server answers a missing artifact with HTTP 500 (for instance while
+# runs:/<id>/model is looked up among the run's own files before the logged model), and
+# the client retries every 500 with exponential backoff: 7 tries, about 4 minutes per
+# load_model. Three short retries still ride out a restarting server.
+CLIENT_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
 def connect(experiment_name: str | None = None, settings: Settings | None = None) -> str:
     """Check the server, point MLflow at it and select the experiment; return its id."""
     settings = settings or load_settings()
     check_server(settings.tracking_uri)
+    for name, value in CLIENT_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)  # a value the user set wins
     mlflow.set_tracking_uri(settings.tracking_uri)
     return mlflow.set_experiment(experiment_name or settings.experiment_name).experiment_id

@@ -32,9 +32,8 @@ def stack(request, tmp_path_factory):
         print(f"\ntwin stack healthy in {running.startup_seconds:.1f} s at {running.tracking_uri}")
     request.config.stash[_STACK_KEY] = running
     # Clients in this process and in notebook kernels started by the tests find it here.
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
+    saved = {"MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI")}
     os.environ["MLFLOW_TRACKING_URI"] = running.tracking_uri
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "2"
     mlflow.set_tracking_uri(running.tracking_uri)
     yield running
     for key, value in saved.items():

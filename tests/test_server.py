@@ -60,3 +60,16 @@ def test_the_twin_gets_distinct_ports():
     for _ in range(50):
         ports = free_ports(4)
         assert len(set(ports)) == 4
+
+
+def test_connect_shortens_the_clients_retries_unless_the_user_chose(stack, monkeypatch):
+    from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS, connect
+
+    for name in CLIENT_RETRY_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "5")
+    connect("retry-defaults")
+    import os
+
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
+    assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "5"
