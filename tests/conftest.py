@@ -15,6 +15,7 @@ import mlflow
 import pytest
 
 from dl_model_tracking.local_stack import LocalStack, RunningStack, StackStartError
+from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS
 
 _STACK_KEY = pytest.StashKey[object]()
 
@@ -32,8 +33,12 @@ def stack(request, tmp_path_factory):
         print(f"\ntwin stack healthy in {running.startup_seconds:.1f} s at {running.tracking_uri}")
     request.config.stash[_STACK_KEY] = running
     # Clients in this process and in notebook kernels started by the tests find it here.
-    saved = {"MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI")}
+    # The same client settings the notebooks get from connect(): without them a
+    # runs:/<id>/model load in this process retries MLflow's HTTP 500 for ~4 minutes.
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", *CLIENT_RETRY_DEFAULTS)}
     os.environ["MLFLOW_TRACKING_URI"] = running.tracking_uri
+    for name, value in CLIENT_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(running.tracking_uri)
     yield running
     for key, value in saved.items():
