@@ -107,10 +107,9 @@ class Target:
     startup_seconds: float | None
 
     def s3_client(self):
-        import boto3
+        from dl_model_tracking.local_stack import s3_client
 
-        return boto3.client("s3", endpoint_url=self.s3_endpoint_url, region_name="us-east-1",
-                            **self.s3_credentials)
+        return s3_client(self.s3_endpoint_url, self.s3_credentials)
 
 
 @contextlib.contextmanager

@@ -53,6 +53,15 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def s3_client(endpoint_url: str, credentials: dict[str, str]):
+    """A boto3 S3 client for a stack's endpoint, with its access key pair."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name="us-east-1",
+                        config=Config(retries={"max_attempts": 2}), **credentials)
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -165,19 +174,8 @@ class LocalStack:
             f"@127.0.0.1:{self.mysql_port}/{c['MYSQL_DATABASE']}?charset=utf8mb4"
         )
 
-    def s3_client(self, **credentials: str | None):
-        import boto3
-        from botocore.config import Config
-
-        creds = credentials or self.s3_credentials
-        return boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id=creds["aws_access_key_id"],
-            aws_secret_access_key=creds["aws_secret_access_key"],
-            config=Config(retries={"max_attempts": 2}),
-        )
+    def s3_client(self):
+        return s3_client(self.s3_endpoint_url, self.s3_credentials)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "LocalStack":
@@ -382,7 +380,8 @@ class RunningStack:
             bucket=os.environ.get("MLFLOW_BUCKET", config["MLFLOW_BUCKET"]),
         )
 
-    s3_client = LocalStack.s3_client
+    def s3_client(self):
+        return s3_client(self.s3_endpoint_url, self.s3_credentials)
 
     def logs(self) -> str:
         return "(stack started outside the tests: see `docker-compose logs` in mlflow_docker_setup/)"
