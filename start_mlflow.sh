@@ -1,21 +1,56 @@
 #!/usr/bin/env bash
-# Start the MLflow tracking stack.
+# Start the MLflow tracking stack, after preparing the notebooks' Python environment
+# (.venv, from the pinned requirements.txt; reused while that file is unchanged).
 #
 # With a Docker engine: the compose stack in mlflow_docker_setup/ (MySQL, MinIO, the
-# bucket job, MLflow, nginx); returns once every service is healthy and prints the URLs.
+# bucket job, MLflow, nginx) as this checkout's own compose project; returns once every
+# service is healthy and prints the URLs.
 # Without one: a local MLflow server from the same serve.sh, with a SQLite backend store
 # and artifacts on disk under .mlflow-local/ (durable across stop and start).
 #
 # MLFLOW_STACK_MODE=docker|local forces a mode; MLFLOW_LOCAL_PORT (5000) and
-# MLFLOW_LOCAL_DIR (.mlflow-local) configure local mode.
+# MLFLOW_LOCAL_DIR (.mlflow-local) configure local mode; MLFLOW_COMPOSE=v1|v2 picks the
+# compose CLI; COMPOSE_PROJECT_NAME overrides the project name derived from the checkout.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=mlflow_docker_setup/lib.sh
 source "$ROOT/mlflow_docker_setup/lib.sh"
+# shellcheck source=scripts/python_env.sh
+source "$ROOT/scripts/python_env.sh"
+
+# Images the stack runs but does not build: present locally, or pulled now. A registry
+# that cannot be reached is one clear line, not a compose failure with empty logs.
+ensure_images() {
+    local var image
+    for var in MYSQL_IMAGE MINIO_IMAGE MC_IMAGE NGINX_IMAGE PYTHON_IMAGE; do
+        image="${!var}"
+        docker image inspect "$image" >/dev/null 2>&1 && continue
+        echo "Pulling $image"
+        if ! timeout 600 docker pull -q "$image" >/dev/null 2>"$LOG_DIR/pull.log"; then
+            die "cannot get image $image ($var): $(tail -n 1 "$LOG_DIR/pull.log"). Without a reachable registry, set $var in mlflow_docker_setup/.env to an image you have (docker images), or run without Docker: MLFLOW_STACK_MODE=local bash start_mlflow.sh"
+        fi
+    done
+}
+
+# The MLflow image, built with the machine's own added CA certificates trusted, so pip
+# works behind a TLS-inspecting proxy as it does on the host.
+build_server_image() {
+    local certs="$STACK_DIR/mlflow/ca-certificates"
+    find "$certs" -name '*.crt' -delete
+    cp /usr/local/share/ca-certificates/*.crt "$certs/" 2>/dev/null || true
+    echo "Building the MLflow server image (the first time takes a few minutes; log: $LOG_DIR/build.log)"
+    if ! compose build mlflow >"$LOG_DIR/build.log" 2>&1; then
+        tail -n 15 "$LOG_DIR/build.log" >&2
+        die "building the MLflow image failed (output above). If pip could not reach the package index, set PIP_INDEX_URL in mlflow_docker_setup/.env to a mirror and put its CA certificate in mlflow_docker_setup/mlflow/ca-certificates/, or run without Docker: MLFLOW_STACK_MODE=local bash start_mlflow.sh"
+    fi
+}
 
 start_docker() {
     load_stack_env
+    LOG_DIR="$(mktemp -d)"
+    trap 'rm -rf "$LOG_DIR"' EXIT
+    echo "Starting the tracking stack with Docker (compose project $COMPOSE_PROJECT_NAME)"
     if [ -z "$(compose ps -q nginx 2>/dev/null)" ]; then
         for var in NGINX_PORT MINIO_API_PORT MINIO_CONSOLE_PORT; do
             if port_busy "${!var}"; then
@@ -23,37 +58,56 @@ start_docker() {
             fi
         done
     fi
+    ensure_images
+    build_server_image
     export MLFLOW_LAN_HOSTNAME="${MLFLOW_LAN_HOSTNAME:-$(hostname)}"
-    echo "Starting the tracking stack with Docker (this builds the MLflow image the first time)..."
+    local had_data
+    had_data="$(project_volumes)"
     if ! compose_up_and_wait; then
         echo "The stack did not become healthy. Service states and logs of the failing ones:" >&2
         compose ps >&2 || true
-        for service in mysql minio create-bucket mlflow nginx; do
-            if ! service_ok "$service"; then
+        for service in "${SERVICES[@]}"; do
+            service_ok "$service" && continue
+            if [ -z "$(compose ps -a -q "$service" 2>/dev/null)" ]; then
+                echo "----- $service: not started (it waits for the services above) -----" >&2
+            else
                 echo "----- $service -----" >&2
-                compose logs --tail=40 "$service" >&2 || true
+                compose logs --no-color --tail=40 "$service" >&2 || true
             fi
         done
+        # Leave nothing half-created behind; volumes only if this start created them.
+        if [ -n "$had_data" ]; then
+            compose down >/dev/null 2>&1 || true
+        else
+            compose down --volumes >/dev/null 2>&1 || true
+        fi
         die "start-up failed; fix the service named above and run start_mlflow.sh again"
     fi
     cat <<EOF
-Tracking stack is up.
-  MLflow UI and API : http://localhost:${NGINX_PORT}/   (clients: mlflow.set_tracking_uri("http://localhost"))
+Tracking stack is up (compose project $COMPOSE_PROJECT_NAME).
+  MLflow UI and API : http://localhost:${NGINX_PORT}/   (clients: mlflow.set_tracking_uri("http://localhost:${NGINX_PORT}"))
   MinIO console     : http://localhost:${MINIO_CONSOLE_PORT}/   (login ${MINIO_ROOT_USER} / see MINIO_ROOT_PASSWORD in mlflow_docker_setup/.env)
   MinIO S3 API      : http://localhost:${MINIO_API_PORT}
 Stop it with: bash stop_mlflow.sh (data is kept)
 EOF
 }
 
+http_ok() {
+    "$VENV/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null
+}
+
 start_local() {
-    echo "No Docker engine here: starting a local MLflow server instead"
+    if [ "${MLFLOW_STACK_MODE:-auto}" = local ]; then
+        echo "MLFLOW_STACK_MODE=local: starting a local MLflow server"
+    else
+        echo "No Docker engine here: starting a local MLflow server instead"
+    fi
     echo "(SQLite backend store and artifacts under $LOCAL_DIR; no MySQL, MinIO or nginx)."
     if local_server_running; then
         echo "Already running (pid $(cat "$PID_FILE")) at http://localhost:${LOCAL_PORT}/"
         return
     fi
-    local mlflow_bin
-    mlflow_bin="$(find_mlflow)" || die "mlflow not found: create the environment first: python3.11 -m venv .venv && .venv/bin/pip install -r requirements.txt"
+    local mlflow_bin="$VENV/bin/mlflow"
     if port_busy "$LOCAL_PORT"; then
         die "port $LOCAL_PORT is in use by another program: stop it, or pick another port: MLFLOW_LOCAL_PORT=5001 bash start_mlflow.sh"
     fi
@@ -90,6 +144,7 @@ EOF
 }
 
 mode="$(stack_mode)"  # exits here on a bad MLFLOW_STACK_MODE (set -e)
+ensure_python_env
 case "$mode" in
     docker) start_docker ;;
     local) start_local ;;

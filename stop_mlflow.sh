@@ -20,14 +20,18 @@ for arg in "$@"; do
     esac
 done
 
+docker_stack_here() {  # this checkout's compose project has containers, or volumes to delete
+    docker_engine_available || return 1
+    [ -n "$(project_containers)" ] || { [ "$delete_data" -eq 1 ] && [ -n "$(project_volumes)" ]; }
+}
+
 if [ "$delete_data" -eq 1 ] && [ "$assume_yes" -eq 0 ]; then
-    echo "WARNING: this deletes every run, registered model and artifact of the tracking stack"
-    echo "(Docker volumes mysql-data and minio-data, and $LOCAL_DIR)."
+    echo "WARNING: this deletes every run, registered model and artifact of this checkout's"
+    echo "tracking stack (Docker volumes of compose project $COMPOSE_PROJECT_NAME, and $LOCAL_DIR)."
     read -r -p "Type 'delete' to go on: " answer
     [ "$answer" = delete ] || die "nothing deleted"
 fi
 
-mode="$(stack_mode)"  # exits here on a bad MLFLOW_STACK_MODE (set -e)
 stopped=0
 if local_server_running; then
     stop_local_server
@@ -37,13 +41,14 @@ elif [ -f "$PID_FILE" ]; then
     rm -f "$PID_FILE"  # stale: the server is already gone
 fi
 
-if [ "$mode" = docker ]; then
+if docker_stack_here; then
+    load_stack_env
     if [ "$delete_data" -eq 1 ]; then
-        compose down --volumes
-        echo "Stopped the tracking stack and deleted its volumes."
+        compose down --volumes --remove-orphans
+        echo "Stopped the tracking stack (compose project $COMPOSE_PROJECT_NAME) and deleted its volumes."
     else
-        compose down
-        echo "Stopped the tracking stack (volumes mysql-data and minio-data kept)."
+        compose down --remove-orphans
+        echo "Stopped the tracking stack (compose project $COMPOSE_PROJECT_NAME; its volumes are kept)."
     fi
     stopped=1
 fi
@@ -52,4 +57,4 @@ if [ "$delete_data" -eq 1 ] && [ -d "$LOCAL_DIR" ]; then
     rm -rf "$LOCAL_DIR"
     echo "Deleted $LOCAL_DIR."
 fi
-[ "$stopped" -eq 1 ] || echo "Nothing to stop: no local server is running and no Docker engine answers."
+[ "$stopped" -eq 1 ] || echo "Nothing to stop: no local server is running and this checkout has no Docker stack (compose project $COMPOSE_PROJECT_NAME)."

@@ -5,6 +5,7 @@ LOCAL_DIR="${MLFLOW_LOCAL_DIR:-$ROOT/.mlflow-local}"
 LOCAL_PORT="${MLFLOW_LOCAL_PORT:-5000}"
 PID_FILE="$LOCAL_DIR/mlflow.pid"
 START_TIMEOUT="${MLFLOW_START_TIMEOUT:-180}"
+SERVICES=(mysql minio create-bucket mlflow nginx)
 
 die() {
     echo "$(basename "$0"): $*" >&2
@@ -26,28 +27,69 @@ stack_mode() {
     esac
 }
 
+# The stack's settings from .env; a variable already in the environment wins, as in compose.
 load_stack_env() {
-    set -a
-    # shellcheck source=/dev/null
-    source "$STACK_DIR/.env"
-    set +a
+    local line name value
+    while IFS= read -r line || [ -n "$line" ]; do
+        case "$line" in ''|'#'*) continue ;; esac
+        [[ "$line" == *=* ]] || die "mlflow_docker_setup/.env: '$line' is not NAME=value"
+        name="${line%%=*}"
+        value="${line#*=}"
+        [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "mlflow_docker_setup/.env: '$name' is not a variable name"
+        [ -n "${!name+set}" ] || export "$name=$value"
+    done <"$STACK_DIR/.env"
 }
 
-# Compose v2 plugin when present, else the standalone v1 docker-compose.
+# One compose project per checkout: its folder name and a hash of its path, so that two
+# clones never share containers, networks, volumes or image tags. Overridable.
+project_name() {
+    local base hash
+    base="$(basename "$ROOT" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9_\n-' '-')"
+    hash="$(printf '%s' "$ROOT" | sha256sum | cut -c1-8)"
+    echo "mlflow-${base}-${hash}"
+}
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-$(project_name)}"
+
+# Compose v2 (the docker CLI plugin) when present, else the standalone v1 docker-compose;
+# MLFLOW_COMPOSE=v1|v2 picks one.
+compose_version() {
+    case "${MLFLOW_COMPOSE:-auto}" in
+        v2) docker compose version >/dev/null 2>&1 || die "MLFLOW_COMPOSE=v2 but 'docker compose' is not installed"; echo v2 ;;
+        v1) command -v docker-compose >/dev/null 2>&1 || die "MLFLOW_COMPOSE=v1 but 'docker-compose' is not installed"; echo v1 ;;
+        auto)
+            if docker compose version >/dev/null 2>&1; then echo v2
+            elif command -v docker-compose >/dev/null 2>&1; then echo v1
+            else die "neither 'docker compose' nor 'docker-compose' is installed: install the Docker Compose plugin"
+            fi ;;
+        *) die "MLFLOW_COMPOSE must be v1, v2 or auto, not '${MLFLOW_COMPOSE}'" ;;
+    esac
+}
+
 compose() {
-    if docker compose version >/dev/null 2>&1; then
+    local version
+    version="$(compose_version)" || exit 1
+    if [ "$version" = v2 ]; then
         docker compose --project-directory "$STACK_DIR" -f "$STACK_DIR/docker-compose.yml" "$@"
-    elif command -v docker-compose >/dev/null 2>&1; then
-        docker-compose --project-directory "$STACK_DIR" -f "$STACK_DIR/docker-compose.yml" "$@"
     else
-        die "neither 'docker compose' nor 'docker-compose' is installed: install the Docker Compose plugin"
+        docker-compose --project-directory "$STACK_DIR" -f "$STACK_DIR/docker-compose.yml" "$@"
     fi
+}
+
+# What this checkout's project has in the engine, found by compose's labels.
+project_containers() {
+    docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
+}
+project_volumes() {
+    docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
+}
+project_networks() {
+    docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
 }
 
 # Healthy for long-running services, exited with 0 for the one-shot bucket job.
 service_ok() {
     local id
-    id="$(compose ps -q "$1" 2>/dev/null)"
+    id="$(compose ps -a -q "$1" 2>/dev/null)"
     [ -n "$id" ] || return 1
     if [ "$1" = create-bucket ]; then
         [ "$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$id")" = "exited 0" ]
@@ -56,41 +98,46 @@ service_ok() {
     fi
 }
 
-compose_up_and_wait() {
-    if docker compose version >/dev/null 2>&1; then
-        compose up -d --build --wait --wait-timeout "$START_TIMEOUT"
-        return
-    fi
-    # docker-compose v1 has no --wait: poll the health of each service ourselves.
-    compose up -d --build || return 1
+# A service that can no longer become healthy: crashed and restarting, or a one-shot job
+# that failed. Waiting on it would only run out the clock.
+service_failed() {
+    local id state
+    id="$(compose ps -a -q "$1" 2>/dev/null)"
+    [ -n "$id" ] || return 1
+    state="$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' "$id")"
+    case "$state" in
+        "exited 0 "*) return 1 ;;
+        exited*|dead*|restarting*) return 0 ;;
+        *) [ "${state##* }" -gt 0 ] ;;
+    esac
+}
+
+wait_until_healthy() {
     local waited=0 service pending
     while [ "$waited" -lt "$START_TIMEOUT" ]; do
         pending=0
-        for service in mysql minio create-bucket mlflow nginx; do
+        for service in "${SERVICES[@]}"; do
+            service_failed "$service" && return 1
             service_ok "$service" || pending=1
         done
         [ "$pending" -eq 0 ] && return 0
-        sleep 2
-        waited=$((waited + 2))
+        sleep 1
+        waited=$((waited + 1))
     done
     return 1
 }
 
-port_busy() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-find_mlflow() {
-    if [ -x "$ROOT/.venv/bin/mlflow" ]; then
-        echo "$ROOT/.venv/bin/mlflow"
+compose_up_and_wait() {
+    if [ "$(compose_version)" = v2 ]; then
+        compose up -d --wait --wait-timeout "$START_TIMEOUT"
     else
-        command -v mlflow
+        # docker-compose v1 has no --wait: poll the health of each service ourselves.
+        compose up -d && wait_until_healthy
     fi
 }
 
-http_ok() {
-    "$(dirname "$(find_mlflow)")/python" -c \
-        'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null
+port_busy() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 # True when the pid file names a live process that is still our server (not a reused pid).
