@@ -207,6 +207,11 @@ class LocalStack:
         service.start()
         service.wait_ready(time.monotonic() + self.startup_timeout)
 
+    def server_command(self) -> str:
+        """The MLflow server's command line (serve.sh execs it, so it is our process)."""
+        raw = Path(f"/proc/{self.services['mlflow'].process.pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode().strip()
+
     def logs(self) -> str:
         return "\n\n".join(
             f"===== {name} ({service.log_path}) =====\n{service.log_tail()}"

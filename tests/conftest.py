@@ -1,27 +1,56 @@
 """Fixtures that own the tracking stack for the whole test session.
 
-With MLFLOW_TRACKING_URI set (and the S3 variables), tests run against that stack,
-such as the compose one; otherwise the no-Docker twin is started in a temporary
-directory and stopped at the end. A failing test that used the stack gets every
-service's log attached to its report.
+With MLFLOW_TRACKING_URI set (and the S3 variables), tests run against that stack;
+otherwise the no-Docker twin is started in a temporary directory and stopped at the
+end. The docker tests start the compose stack of a fresh copy of this checkout with
+start_mlflow.sh, on stand-in images built here, and delete it at the end. A failing
+test that used a stack gets its services' logs attached to its report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
 import uuid
 
 import mlflow
 import pytest
+from dotenv import dotenv_values
 
-from dl_model_tracking.local_stack import LocalStack, RunningStack, StackStartError
+from dl_model_tracking.compose_stack import ComposeStack, docker_engine_answers
+from dl_model_tracking.local_stack import LocalStack, RunningStack, StackStartError, free_ports
 from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS
+from dl_model_tracking.settings import REPO_ROOT
 
-_STACK_KEY = pytest.StashKey[object]()
+STANDIN_IMAGES = REPO_ROOT / "tests" / "standin_images"
+
+
+@contextlib.contextmanager
+def clients_pointed_at(running):
+    """Clients in this process and in notebook kernels started by the tests find the stack
+    here, with the retry settings the notebooks get from connect(): without them a
+    runs:/<id>/model load retries MLflow's HTTP 500 for ~4 minutes."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", *CLIENT_RETRY_DEFAULTS)}
+    previous_uri = mlflow.get_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = running.tracking_uri
+    for name, value in CLIENT_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    mlflow.set_tracking_uri(running.tracking_uri)
+    try:
+        yield running
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        mlflow.set_tracking_uri(previous_uri)
 
 
 @pytest.fixture(scope="session")
-def stack(request, tmp_path_factory):
+def twin_stack(tmp_path_factory):
     if os.environ.get("MLFLOW_TRACKING_URI"):
         running = RunningStack.from_environment()
     else:
@@ -31,23 +60,26 @@ def stack(request, tmp_path_factory):
         except StackStartError as error:
             pytest.fail(f"the twin stack did not start:\n{error}", pytrace=False)
         print(f"\ntwin stack healthy in {running.startup_seconds:.1f} s at {running.tracking_uri}")
-    request.config.stash[_STACK_KEY] = running
-    # Clients in this process and in notebook kernels started by the tests find it here.
-    # The same client settings the notebooks get from connect(): without them a
-    # runs:/<id>/model load in this process retries MLflow's HTTP 500 for ~4 minutes.
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", *CLIENT_RETRY_DEFAULTS)}
-    os.environ["MLFLOW_TRACKING_URI"] = running.tracking_uri
-    for name, value in CLIENT_RETRY_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    mlflow.set_tracking_uri(running.tracking_uri)
-    yield running
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with clients_pointed_at(running):
+        yield running
     if isinstance(running, LocalStack):
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(twin_stack):
+    """The stack most tests run against: the twin, or the one named by MLFLOW_TRACKING_URI."""
+    return twin_stack
+
+
+@pytest.fixture(scope="module", params=["twin", pytest.param("docker", marks=pytest.mark.docker)])
+def each_stack(request):
+    """The twin, then the compose stack on a real engine: for smoke tests that both must pass."""
+    if request.param == "twin":
+        yield request.getfixturevalue("twin_stack")
+    else:
+        with clients_pointed_at(request.getfixturevalue("docker_stack")) as running:
+            yield running
 
 
 @pytest.fixture
@@ -65,9 +97,72 @@ def s3(stack):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    running = item.config.stash.get(_STACK_KEY, None)
-    if report.failed and running is not None and "stack" in item.fixturenames:
-        report.sections.append(("tracking stack logs", running.logs()))
+    if report.failed:
+        for name in ("stack", "docker_stack", "second_checkout"):
+            running = getattr(item, "funcargs", {}).get(name)
+            if hasattr(running, "logs"):
+                report.sections.append((f"{name} logs", running.logs()))
+
+
+# -- the compose stack on a real Docker engine ---------------------------------------------
+@pytest.fixture(scope="session")
+def standin_images() -> dict[str, str]:
+    """Build (or reuse) the stand-in images; their names, as image variables for compose."""
+    if not docker_engine_answers():
+        pytest.skip("no Docker engine answers (`docker info` fails): the docker tests need one; "
+                    "tests/run.sh installs and starts one when CI=true")
+    result = subprocess.run(["bash", str(STANDIN_IMAGES / "build.sh")], capture_output=True, text=True,
+                            timeout=1800)
+    assert result.returncode == 0, f"building the stand-in images failed:\n{result.stdout}\n{result.stderr}"
+    return {k: v for k, v in dotenv_values(STANDIN_IMAGES / "standins.env").items() if v is not None}
+
+
+def compose_cli() -> str:
+    """v2 where the plugin is installed (the `up --wait` path), else v1."""
+    v2 = subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    return "v2" if v2 else "v1"
+
+
+@pytest.fixture(scope="session")
+def new_checkout(tmp_path_factory, standin_images):
+    """A copy of this checkout's stack files in a folder of its own (as a second clone
+    is), using this checkout's .venv; and the environment that runs it on the stand-ins on
+    free loopback ports. Whatever a test leaves running there is deleted at the end."""
+    made: list[ComposeStack] = []
+
+    def make(name: str, compose: str | None = None, **overrides: str) -> ComposeStack:
+        root = tmp_path_factory.mktemp(name)
+        for rel in ("start_mlflow.sh", "stop_mlflow.sh"):
+            shutil.copy2(REPO_ROOT / rel, root / rel)
+        for rel in ("mlflow_docker_setup", "scripts"):
+            shutil.copytree(REPO_ROOT / rel, root / rel, ignore=shutil.ignore_patterns("*.crt"))
+        nginx, minio_api, minio_console = free_ports(3)
+        env = {**standin_images, "MLFLOW_VENV": str(REPO_ROOT / ".venv"),
+               "NGINX_PORT": str(nginx), "MINIO_API_PORT": str(minio_api),
+               "MINIO_CONSOLE_PORT": str(minio_console), "MLFLOW_COMPOSE": compose or compose_cli(),
+               **overrides}
+        stack = ComposeStack(root, env)
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        if stack.resources()["containers"] or stack.resources()["volumes"]:
+            stack.stop(delete_data=True)
+
+
+@pytest.fixture(scope="session")
+def docker_stack(new_checkout):
+    """The compose stack of a fresh checkout, started by start_mlflow.sh on a real engine."""
+    running = new_checkout("checkout-a")
+    try:
+        running.start()
+    except StackStartError as error:
+        pytest.fail(f"the compose stack did not start:\n{error}", pytrace=False)
+    print(f"\ncompose stack ({running.env['MLFLOW_COMPOSE']}) healthy in {running.startup_seconds:.1f} s "
+          f"at {running.tracking_uri}")
+    yield running
+    running.stop(delete_data=True)
 
 
 # -- offline assets and notebook execution ------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dotenv import dotenv_values
 
 from dl_model_tracking.local_stack import (
     MYSQL_CONFIG,
@@ -76,11 +77,34 @@ def test_start_up_is_ordered_by_health(compose):
     assert services["mysql"]["healthcheck"]["start_period"]
 
 
-def test_only_nginx_and_minio_are_published_minio_on_loopback_only(compose):
+def test_only_nginx_and_minio_are_published_both_on_loopback_only(compose):
     services = compose["services"]
     assert "ports" not in services["mysql"] and "ports" not in services["mlflow"]
     assert published(services["minio"]) == {("127.0.0.1", 9000), ("127.0.0.1", 9001)}
-    assert published(services["nginx"]) == {("", 80)}
+    assert published(services["nginx"]) == {("127.0.0.1", 80)}
+
+
+def test_every_image_comes_from_a_variable_whose_default_is_the_official_pin():
+    text = (STACK_DIR / "docker-compose.yml").read_text()
+    images = re.findall(r"^\s+image:\s*(.+)$", text, re.M)
+    pulled = [image for image in images if not image.startswith("mlflow-tracking-server:")]
+    assert pulled == ["${MYSQL_IMAGE:?set MYSQL_IMAGE in .env}", "${MINIO_IMAGE:?set MINIO_IMAGE in .env}",
+                      "${MC_IMAGE:?set MC_IMAGE in .env}", "${NGINX_IMAGE:?set NGINX_IMAGE in .env}"]
+    assert "PYTHON_IMAGE: ${PYTHON_IMAGE:?set PYTHON_IMAGE in .env}" in text
+    config = stack_env()
+    assert config["MYSQL_IMAGE"] == "mysql:8.4.6"
+    assert config["MINIO_IMAGE"].startswith("quay.io/minio/minio:RELEASE.")
+    assert config["MC_IMAGE"].startswith("quay.io/minio/mc:RELEASE.")
+    assert config["NGINX_IMAGE"] == "nginx:1.28.0"
+    assert config["PYTHON_IMAGE"] == "python:3.11-slim"
+
+
+def test_stand_in_images_never_carry_an_official_name():
+    standins = dotenv_values(REPO_ROOT / "tests" / "standin_images" / "standins.env")
+    official = {stack_env()[name] for name in standins}
+    for name, image in standins.items():
+        assert image.startswith("mlflow-standin/"), name
+        assert image not in official
 
 
 def test_data_lives_in_named_volumes(compose):

@@ -1,11 +1,13 @@
-"""start_mlflow.sh / stop_mlflow.sh in local mode (no Docker engine), as a user runs them."""
+"""start_mlflow.sh / stop_mlflow.sh in local mode, and the Python environment they prepare."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -16,8 +18,9 @@ from dl_model_tracking.settings import REPO_ROOT
 
 @pytest.fixture
 def local_env(tmp_path):
+    # A compose project of its own: stop_mlflow.sh must never reach a stack of this checkout.
     env = {**os.environ, "MLFLOW_STACK_MODE": "local", "MLFLOW_LOCAL_DIR": str(tmp_path / "data"),
-           "MLFLOW_LOCAL_PORT": str(free_port())}
+           "MLFLOW_LOCAL_PORT": str(free_port()), "COMPOSE_PROJECT_NAME": f"mlflow-test-{uuid.uuid4().hex[:8]}"}
     yield env
     subprocess.run(["bash", "stop_mlflow.sh"], cwd=REPO_ROOT, env=env, capture_output=True)
 
@@ -31,7 +34,8 @@ def test_local_mode_keeps_runs_and_models_across_stop_and_start(local_env, tmp_p
     port = int(local_env["MLFLOW_LOCAL_PORT"])
     started = run("start_mlflow.sh", local_env)
     assert started.returncode == 0, started.stderr
-    assert "No Docker engine" in started.stdout and f"http://localhost:{port}/" in started.stdout
+    assert "MLFLOW_STACK_MODE=local: starting a local MLflow server" in started.stdout
+    assert f"http://localhost:{port}/" in started.stdout
     pid = int(open(os.path.join(local_env["MLFLOW_LOCAL_DIR"], "mlflow.pid")).read())
 
     uri = f"http://127.0.0.1:{port}"
@@ -65,17 +69,58 @@ def test_a_busy_port_is_named_with_the_fix(local_env):
     assert "MLFLOW_LOCAL_PORT=" in result.stderr
 
 
-def test_a_missing_mlflow_binary_is_named_with_the_fix(local_env, tmp_path):
-    # A copy of the scripts without the repo's .venv, and a PATH without mlflow.
-    copy = tmp_path / "repo"
-    (copy / "mlflow_docker_setup" / "mlflow").mkdir(parents=True)
-    for rel in ("start_mlflow.sh", "mlflow_docker_setup/lib.sh",
+def copy_of_scripts(root: Path) -> Path:
+    """The start script and what it sources, in a folder without the repo's .venv."""
+    for rel in ("start_mlflow.sh", "scripts/python_env.sh", "mlflow_docker_setup/lib.sh",
                 "mlflow_docker_setup/mlflow/serve.sh", "mlflow_docker_setup/.env"):
-        (copy / rel).write_text((REPO_ROOT / rel).read_text())
-    result = subprocess.run(["bash", str(copy / "start_mlflow.sh")],
-                            env={**local_env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, root / rel)
+    return root
+
+
+def test_a_missing_python_3_11_is_named_with_the_fix(local_env, tmp_path):
+    # Every python on PATH answers with another version.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for name in ("python3.11", "python3"):
+        (fake_bin / name).write_text("#!/bin/sh\nexit 1\n")
+        (fake_bin / name).chmod(0o755)
+    copy = copy_of_scripts(tmp_path / "repo")
+    result = subprocess.run(["bash", str(copy / "start_mlflow.sh")], capture_output=True, text=True,
+                            env={**local_env, "PATH": f"{fake_bin}:/usr/bin:/bin"}, timeout=60)
     assert result.returncode != 0
-    assert "mlflow not found" in result.stderr and "pip install -r requirements.txt" in result.stderr
+    assert "Python 3.11 not found" in result.stderr and "apt-get install python3.11" in result.stderr
+    assert not (copy / ".venv").exists()
+
+
+def test_an_environment_of_ones_own_without_mlflow_is_named(local_env, tmp_path):
+    result = run("start_mlflow.sh", {**local_env, "MLFLOW_VENV": str(tmp_path)})
+    assert result.returncode != 0
+    assert f"MLFLOW_VENV={tmp_path} has no bin/mlflow" in result.stderr
+
+
+def test_the_python_environment_is_made_once_and_remade_when_requirements_change(tmp_path):
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy2(REPO_ROOT / "scripts" / "python_env.sh", root / "scripts")
+    (root / "requirements.txt").write_text("# nothing pinned yet\n")
+    (root / "pyproject.toml").write_text("")
+
+    def ensure() -> str:
+        result = subprocess.run(
+            ["bash", "-c", 'set -euo pipefail; ROOT="$1"; source "$1/scripts/python_env.sh"; ensure_python_env',
+             "_", str(root)], capture_output=True, text=True, timeout=300,
+            env={k: v for k, v in os.environ.items() if k != "MLFLOW_VENV"})
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    first = ensure()
+    assert "Creating .venv" in first and "Python environment ready" in first
+    assert (root / ".venv" / "bin" / "python").exists()
+    assert "up to date" in ensure()
+    (root / "requirements.txt").write_text("# nothing pinned yet\n# changed\n")
+    again = ensure()
+    assert "Installing the pinned packages" in again and "Creating .venv" not in again
 
 
 def test_stop_without_a_running_stack_says_so(local_env):

@@ -1,0 +1,150 @@
+"""The compose stack of one checkout, driven the way a user drives it.
+
+``start_mlflow.sh`` and ``stop_mlflow.sh`` do the work (Docker mode); this class passes
+them an environment (ports, images), keeps what they printed, and looks at the result
+through the engine: the checkout's compose project, its containers, networks, volumes
+and published ports.
+
+    stack = ComposeStack(checkout, {"NGINX_PORT": "18080", ...}).start()
+    mlflow.set_tracking_uri(stack.tracking_uri)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from .local_stack import StackStartError, s3_client
+from .settings import stack_env
+
+# Service names as the twin calls them, mapped to compose's.
+_COMPOSE_SERVICE = {"database": "mysql", "mlflow": "mlflow", "s3": "minio", "nginx": "nginx"}
+
+
+def docker(*args: str, check: bool = True) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def docker_engine_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+class ComposeStack:
+    """A checkout's Docker stack: started and stopped by its own scripts."""
+
+    def __init__(self, checkout: Path, env: dict[str, str], start_timeout: float = 600) -> None:
+        self.checkout = Path(checkout)
+        self.env = {**os.environ, "MLFLOW_STACK_MODE": "docker", **env}
+        self.start_timeout = start_timeout
+        self.config = {**stack_env(), **env}
+        self.bucket = self.config["MLFLOW_BUCKET"]
+        self.startup_seconds: float | None = None
+        self.last_output = ""
+
+    # -- the scripts -------------------------------------------------------------------
+    def script(self, name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        result = subprocess.run(["bash", str(self.checkout / name), *args], env=self.env,
+                                capture_output=True, text=True, timeout=timeout)
+        self.last_output = f"$ {name} {' '.join(args)} (exit {result.returncode})\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def start(self) -> "ComposeStack":
+        started = time.monotonic()
+        result = self.script("start_mlflow.sh", timeout=self.start_timeout)
+        if result.returncode != 0:
+            raise StackStartError(self.last_output)
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def stop(self, delete_data: bool = False) -> subprocess.CompletedProcess:
+        return self.script("stop_mlflow.sh", *(["--delete-data", "--yes"] if delete_data else []))
+
+    # -- what the engine holds for this checkout ---------------------------------------
+    @property
+    def project(self) -> str:
+        """The compose project name start_mlflow.sh derives for this checkout."""
+        result = subprocess.run(
+            ["bash", "-c", 'ROOT="$1"; source "$1/mlflow_docker_setup/lib.sh"; echo "$COMPOSE_PROJECT_NAME"',
+             "_", str(self.checkout)],
+            env=self.env, capture_output=True, text=True, check=True)
+        return result.stdout.strip()
+
+    def resources(self) -> dict[str, list[str]]:
+        """Names of this project's containers, networks and volumes."""
+        label = f"label=com.docker.compose.project={self.project}"
+        return {
+            "containers": docker("ps", "-a", "--filter", label, "--format", "{{.Names}}").split(),
+            "networks": docker("network", "ls", "--filter", label, "--format", "{{.Name}}").split(),
+            "volumes": docker("volume", "ls", "--filter", label, "--format", "{{.Name}}").split(),
+        }
+
+    def container(self, service: str) -> str:
+        """The id of the container running a compose service."""
+        found = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
+                       "--filter", f"label=com.docker.compose.service={service}")
+        if not found:
+            raise LookupError(f"no container for service {service} in project {self.project}")
+        return found.splitlines()[0]
+
+    def health(self) -> dict[str, str]:
+        """Each long-running service's health as the engine reports it."""
+        return {service: docker("inspect", "-f", "{{.State.Health.Status}}", self.container(service))
+                for service in ("mysql", "minio", "mlflow", "nginx")}
+
+    def published_ports(self, service: str) -> list[tuple[str, int]]:
+        """(host address, host port) of every port the service publishes, per the engine."""
+        bindings = json.loads(docker("inspect", "-f", "{{json .NetworkSettings.Ports}}", self.container(service)))
+        return [(b["HostIp"], int(b["HostPort"])) for targets in bindings.values() if targets for b in targets]
+
+    # -- addresses clients use -----------------------------------------------------------
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://127.0.0.1:{self.config['NGINX_PORT']}"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.config['MINIO_API_PORT']}"
+
+    @property
+    def s3_credentials(self) -> dict[str, str]:
+        return {"aws_access_key_id": self.config["MINIO_ROOT_USER"],
+                "aws_secret_access_key": self.config["MINIO_ROOT_PASSWORD"]}
+
+    def s3_client(self):
+        return s3_client(self.s3_endpoint_url, self.s3_credentials)
+
+    def server_command(self) -> str:
+        """The MLflow server's command line, read from its container's PID 1."""
+        raw = docker("exec", self.container("mlflow"), "cat", "/proc/1/cmdline")
+        return raw.replace("\0", " ").strip()
+
+    def restart(self, name: str) -> None:
+        """Restart one service (twin names: ``database``, ``mlflow``) and wait until healthy."""
+        container = self.container(_COMPOSE_SERVICE[name])
+        docker("restart", container)
+        deadline = time.monotonic() + 180
+        while docker("inspect", "-f", "{{.State.Health.Status}}", container) != "healthy":
+            if time.monotonic() > deadline:
+                raise StackStartError(f"{name} was not healthy again within 180 s\n{self.logs()}")
+            time.sleep(1)
+
+    def logs(self) -> str:
+        parts = [self.last_output]
+        for service in ("mysql", "minio", "create-bucket", "mlflow", "nginx"):
+            try:
+                container = self.container(service)
+            except LookupError:
+                continue
+            result = subprocess.run(["docker", "logs", "--tail", "40", container],
+                                    capture_output=True, text=True, timeout=60)
+            parts.append(f"===== {service} ({container[:12]}) =====\n{result.stdout}{result.stderr}")
+        return "\n\n".join(parts)

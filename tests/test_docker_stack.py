@@ -1,0 +1,151 @@
+"""The compose stack on a real Docker engine, started and stopped as a user does it.
+
+Each checkout here is a copy of this one in a folder of its own, so it gets its own
+compose project; images are the stand-ins of tests/standin_images. Traffic goes only to
+the ports the stacks publish on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+import uuid
+
+import pytest
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.docker
+
+
+def healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
+            return response.read() == b"OK"
+    except OSError:
+        return False
+
+
+def test_start_brings_every_service_to_healthy_and_prints_where_it_is(docker_stack):
+    assert docker_stack.health() == {s: "healthy" for s in ("mysql", "minio", "mlflow", "nginx")}
+    output = docker_stack.last_output
+    assert f"compose project {docker_stack.project}" in output
+    assert f"http://localhost:{docker_stack.config['NGINX_PORT']}/" in output
+    assert healthy(docker_stack.tracking_uri)
+
+
+def test_the_project_is_named_after_the_checkout(docker_stack):
+    project = docker_stack.project
+    assert project.startswith("mlflow-checkout-a") and project != "mlflow_docker_setup"
+    resources = docker_stack.resources()
+    assert len(resources["containers"]) == 5  # four services and the finished bucket job
+    assert all(project in name for names in resources.values() for name in names)
+    assert sorted(resources["volumes"]) == [f"{project}_minio-data", f"{project}_mysql-data"]
+
+
+def test_published_ports_are_on_loopback_only(docker_stack):
+    config = docker_stack.config
+    assert docker_stack.published_ports("nginx") == [("127.0.0.1", int(config["NGINX_PORT"]))]
+    assert sorted(docker_stack.published_ports("minio")) == sorted(
+        [("127.0.0.1", int(config["MINIO_API_PORT"])), ("127.0.0.1", int(config["MINIO_CONSOLE_PORT"]))])
+    assert docker_stack.published_ports("mysql") == []
+    assert docker_stack.published_ports("mlflow") == []
+
+
+def test_runs_metrics_artifacts_and_models_survive_stop_and_start(docker_stack, tmp_path):
+    client = MlflowClient(docker_stack.tracking_uri, registry_uri=docker_stack.tracking_uri)
+    experiment = client.create_experiment(f"durable-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(experiment).info.run_id
+    client.log_param(run_id, "epochs", "3")
+    for step, value in enumerate([0.7, 0.8, 0.9]):
+        client.log_metric(run_id, "val_f1", value, step=step)
+    payload = os.urandom(8 * 1024 * 1024)
+    (tmp_path / "weights.bin").write_bytes(payload)
+    client.log_artifact(run_id, str(tmp_path / "weights.bin"), "checkpoints")
+    client.set_terminated(run_id)
+    name = f"durable-model-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+    version = client.create_model_version(name, f"mlflow-artifacts:/{experiment}/{run_id}/artifacts/checkpoints",
+                                          run_id=run_id)
+
+    stopped = docker_stack.stop()
+    assert stopped.returncode == 0, docker_stack.last_output
+    assert "its volumes are kept" in stopped.stdout
+    left = docker_stack.resources()
+    assert left["containers"] == [] and left["networks"] == [] and len(left["volumes"]) == 2
+    assert not healthy(docker_stack.tracking_uri)
+
+    docker_stack.start()
+    assert client.get_run(run_id).data.params == {"epochs": "3"}
+    history = sorted(client.get_metric_history(run_id, "val_f1"), key=lambda m: m.step)
+    assert [m.value for m in history] == [0.7, 0.8, 0.9]
+    downloaded = client.download_artifacts(run_id, "checkpoints/weights.bin", str(tmp_path / "back"))
+    assert hashlib.sha256(open(downloaded, "rb").read()).digest() == hashlib.sha256(payload).digest()
+    assert client.get_model_version(name, version.version).run_id == run_id
+
+
+@pytest.fixture(scope="module")
+def second_checkout(new_checkout, docker_stack):
+    """Another clone on the same machine, on compose v1 (whose start polls health itself)."""
+    running = new_checkout("checkout-b", compose="v1")
+    running.start()
+    return running
+
+
+def test_two_checkouts_run_side_by_side_without_touching_each_other(docker_stack, second_checkout):
+    a, b = docker_stack, second_checkout
+    assert a.project != b.project
+    assert healthy(a.tracking_uri) and healthy(b.tracking_uri)
+    assert not set(sum(a.resources().values(), [])) & set(sum(b.resources().values(), []))
+    name = f"only-in-b-{uuid.uuid4().hex[:8]}"
+    MlflowClient(b.tracking_uri).create_experiment(name)
+    assert MlflowClient(a.tracking_uri).get_experiment_by_name(name) is None
+
+    stopped = b.stop(delete_data=True)
+    assert stopped.returncode == 0, b.last_output
+    assert b.resources() == {"containers": [], "networks": [], "volumes": []}
+    assert healthy(a.tracking_uri), "stopping one checkout's stack stopped the other's"
+    assert a.health()["mlflow"] == "healthy"
+
+
+def test_stop_in_a_checkout_that_started_nothing_touches_nothing(docker_stack, new_checkout):
+    idle = new_checkout("checkout-idle")
+    before = docker_stack.resources()
+    result = idle.stop()
+    assert result.returncode == 0
+    assert "Nothing to stop" in result.stdout and idle.project in result.stdout
+    assert docker_stack.resources() == before and healthy(docker_stack.tracking_uri)
+
+
+def test_a_service_that_fails_makes_start_fail_with_its_logs_and_leaves_nothing(new_checkout):
+    broken = new_checkout("checkout-broken", MLFLOW_WORKERS="zero", MLFLOW_START_TIMEOUT="150")
+    result = broken.script("start_mlflow.sh")
+    assert result.returncode != 0
+    assert "----- mlflow -----" in result.stderr
+    assert "Invalid value for '--workers'" in result.stderr  # MLflow's own words, from its log
+    assert result.stderr.strip().splitlines()[-1].startswith("start_mlflow.sh: start-up failed")
+    assert broken.resources() == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_an_image_no_registry_serves_is_one_line_with_the_fix(new_checkout):
+    offline = new_checkout("checkout-offline", NGINX_IMAGE="mlflow-standin/not-built-here:0")
+    result = offline.script("start_mlflow.sh", timeout=120)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "cannot get image mlflow-standin/not-built-here:0 (NGINX_IMAGE)" in last
+    assert "MLFLOW_STACK_MODE=local" in last and "mlflow_docker_setup/.env" in last
+    assert offline.resources() == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_forced_local_mode_does_not_claim_there_is_no_engine(new_checkout, tmp_path):
+    from dl_model_tracking.local_stack import free_port
+
+    local = new_checkout("checkout-local", MLFLOW_STACK_MODE="local",
+                         MLFLOW_LOCAL_DIR=str(tmp_path / "local"), MLFLOW_LOCAL_PORT=str(free_port()))
+    try:
+        result = local.script("start_mlflow.sh", timeout=180)
+        assert result.returncode == 0, local.last_output
+        assert "MLFLOW_STACK_MODE=local" in result.stdout and "No Docker engine" not in result.stdout
+        assert local.resources()["containers"] == []
+    finally:
+        local.stop()
