@@ -138,6 +138,32 @@ def test_registered_model_version_is_visible_through_the_registry(experiment_id)
     assert [v.version for v in client.search_model_versions(f"name='{name}'")] == [version.version]
 
 
+def test_a_missing_artifact_is_answered_404_and_a_plain_client_loads_runs_uris(experiment_id, stack, tmp_path):
+    """MLflow itself answers 500 here (issue #24535), which clients retry for minutes."""
+    import subprocess
+    import sys
+
+    import torch
+
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.pytorch.log_model(torch.nn.Linear(4, 2), name="model", serialization_format="pickle",
+                                 pip_requirements=["torch"])
+    # What load_model asks for first: the model among the run's own files, where it is not.
+    missing = f"{experiment_id}/{run.info.run_id}/artifacts/model/MLmodel"
+    status, body = get(f"{stack.tracking_uri}/api/2.0/mlflow-artifacts/artifacts/{missing}")
+    assert status == 404, body[:300]
+    assert b"RESOURCE_DOES_NOT_EXIST" in body
+
+    # The chapter's call in a client with MLflow's default retry settings.
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}
+    script = ("import mlflow, sys; model = mlflow.pytorch.load_model(sys.argv[1]); "
+              "print(type(model).__name__, model.in_features)")
+    loaded = subprocess.run([sys.executable, "-c", script, f"runs:/{run.info.run_id}/model"],
+                            env=plain_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split() == ["Linear", "4"]
+
+
 def test_registry_refuses_sources_outside_the_servers_store(stack):
     import uuid
 
