@@ -49,11 +49,12 @@ def check_server(tracking_uri: str, timeout: float = 3.0) -> None:
         )
 
 
-# MLflow's server answers a missing artifact with HTTP 500 (for instance while
-# runs:/<id>/model is looked up among the run's own files before the logged model), and
-# the client retries every 500 with exponential backoff: 7 tries, about 4 minutes per
-# load_model. Three short retries still ride out a restarting server.
-CLIENT_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# Retries that ride out a tracking server restarting for about half a minute: urllib3
+# pauses 2, 4, 8, 16 and 32 s (about a minute in all) before the call fails. MLflow's own
+# default (7 retries up to 120 s apart) waits about four minutes before saying anything.
+# A missing artifact no longer needs this: the stack answers it with 404, never retried
+# (mlflow_docker_setup/mlflow/s3_not_found).
+CLIENT_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 
 
 def connect(experiment_name: str | None = None, settings: Settings | None = None) -> str:

@@ -62,7 +62,7 @@ def test_the_twin_gets_distinct_ports():
         assert len(set(ports)) == 4
 
 
-def test_connect_shortens_the_clients_retries_unless_the_user_chose(stack, monkeypatch):
+def test_connect_sets_retries_for_outages_unless_the_user_chose(stack, monkeypatch):
     from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS, connect
 
     for name in CLIENT_RETRY_DEFAULTS:
@@ -71,5 +71,5 @@ def test_connect_shortens_the_clients_retries_unless_the_user_chose(stack, monke
     connect("retry-defaults")
     import os
 
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
     assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "5"
