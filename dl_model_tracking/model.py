@@ -96,6 +96,7 @@ def build_offline_backbone(dest: str | Path, pretrain: bool = True, seed: int = 
     if pretrain:
         # The tokenizer flash will build from this directory, built the same way here.
         tokenizer = AutoTokenizer.from_pretrained(str(dest))
+        print(f"Pre-training the offline backbone in {dest} (about two minutes on 2 cores)", flush=True)
         _pretrain(model, tokenizer, random.Random(seed), _review)
     encoder = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith("bert.")}
     torch.save(encoder, dest / "pytorch_model.bin")
@@ -107,7 +108,7 @@ def _pretrain(model, tokenizer, rng: random.Random, make_review, steps: int = 30
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         labels = [rng.random() < 0.5 for _ in range(batch_size)]
         batch = tokenizer([make_review(rng, positive) for positive in labels], padding=True,
                           truncation=True, max_length=64, return_tensors="pt")
@@ -115,4 +116,6 @@ def _pretrain(model, tokenizer, rng: random.Random, make_review, steps: int = 30
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if step % 50 == 0 or step == steps:
+            print(f"  step {step}/{steps}, loss {loss.item():.3f}", flush=True)
     model.eval()
