@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .local_stack import StackStartError, s3_client
+from .local_stack import S3Access, StackStartError
 from .settings import stack_env
 
 # Service names as the twin calls them, mapped to compose's.
@@ -38,7 +38,7 @@ def docker_engine_answers() -> bool:
         return False
 
 
-class ComposeStack:
+class ComposeStack(S3Access):
     """A checkout's Docker stack: started and stopped by its own scripts."""
 
     def __init__(self, checkout: Path, env: dict[str, str], start_timeout: float = 600) -> None:
@@ -118,9 +118,6 @@ class ComposeStack:
     def s3_credentials(self) -> dict[str, str]:
         return {"aws_access_key_id": self.config["MINIO_ROOT_USER"],
                 "aws_secret_access_key": self.config["MINIO_ROOT_PASSWORD"]}
-
-    def s3_client(self):
-        return s3_client(self.s3_endpoint_url, self.s3_credentials)
 
     def server_command(self) -> str:
         """The MLflow server's command line, read from its container's PID 1."""

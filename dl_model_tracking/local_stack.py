@@ -62,6 +62,16 @@ def s3_client(endpoint_url: str, credentials: dict[str, str]):
                         config=Config(retries={"max_attempts": 2}), **credentials)
 
 
+class S3Access:
+    """A boto3 client for a stack's artifact store; the stack gives the endpoint and keys."""
+
+    s3_endpoint_url: str
+    s3_credentials: dict[str, str]
+
+    def s3_client(self):
+        return s3_client(self.s3_endpoint_url, self.s3_credentials)
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -138,7 +148,7 @@ class Service:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class LocalStack:
+class LocalStack(S3Access):
     """MariaDB + S3 endpoint + MLflow server + nginx on free loopback ports."""
 
     def __init__(self, workdir: Path, startup_timeout: float = 120) -> None:
@@ -173,9 +183,6 @@ class LocalStack:
             f"mysql+pymysql://{c['MYSQL_USER']}:{c['MYSQL_PASSWORD']}"
             f"@127.0.0.1:{self.mysql_port}/{c['MYSQL_DATABASE']}?charset=utf8mb4"
         )
-
-    def s3_client(self):
-        return s3_client(self.s3_endpoint_url, self.s3_credentials)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "LocalStack":
@@ -358,7 +365,7 @@ class LocalStack:
 
 
 @dataclass
-class RunningStack:
+class RunningStack(S3Access):
     """A stack somebody else started (the compose one, say), described by its addresses.
 
     Built from MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
@@ -384,9 +391,6 @@ class RunningStack:
             },
             bucket=os.environ.get("MLFLOW_BUCKET", config["MLFLOW_BUCKET"]),
         )
-
-    def s3_client(self):
-        return s3_client(self.s3_endpoint_url, self.s3_credentials)
 
     def logs(self) -> str:
         return "(stack started outside the tests: see `docker-compose logs` in mlflow_docker_setup/)"
