@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the MLflow tracking stack started by start_mlflow.sh. Data is kept.
+# Stop what start_mlflow.sh started from this checkout: its local server and its own
+# compose project (never another checkout's). Data is kept.
 #
 #   bash stop_mlflow.sh                   stop; runs, models and artifacts stay
 #   bash stop_mlflow.sh --delete-data     stop AND delete every run, model and artifact
