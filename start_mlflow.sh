@@ -83,9 +83,11 @@ start_docker() {
         fi
         die "start-up failed; fix the service named above and run start_mlflow.sh again"
     fi
+    local url="http://localhost"
+    [ "$NGINX_PORT" = 80 ] || url="$url:$NGINX_PORT"
     cat <<EOF
 Tracking stack is up (compose project $COMPOSE_PROJECT_NAME).
-  MLflow UI and API : http://localhost:${NGINX_PORT}/   (clients: mlflow.set_tracking_uri("http://localhost:${NGINX_PORT}"))
+  MLflow UI and API : $url/   (clients: mlflow.set_tracking_uri("$url"))
   MinIO console     : http://localhost:${MINIO_CONSOLE_PORT}/   (login ${MINIO_ROOT_USER} / see MINIO_ROOT_PASSWORD in mlflow_docker_setup/.env)
   MinIO S3 API      : http://localhost:${MINIO_API_PORT}
 Stop it with: bash stop_mlflow.sh (data is kept)

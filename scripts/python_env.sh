@@ -44,12 +44,14 @@ ensure_python_env() {
         echo "Creating .venv with $python"
         "$python" -m venv "$ROOT/.venv" || return 1
     fi
-    total="$(grep -cE '^[A-Za-z0-9]' "$ROOT/requirements.txt" || true)"
+    total="$(grep -cE '^([A-Za-z0-9]|-e )' "$ROOT/requirements.txt" || true)"
     log="$ROOT/.venv/pip-install.log"
     echo "Installing the pinned packages into .venv ($total; the first time takes several minutes)"
     if ! (cd "$ROOT" && .venv/bin/pip install --disable-pip-version-check -r requirements.txt 2>&1) \
         | tee "$log" \
-        | awk -v total="$total" '/^Collecting /   { n++; printf "  [%d/%d] %s\n", n, total, $2; fflush() }
+        | awk -v total="$total" '/^(Collecting|Processing|Obtaining) / {
+                                     n++; name = $2; sub(".*/", "", name)
+                                     printf "  [%d/%d] %s\n", n, total, name; fflush() }
                                  /^Installing collected/ { print "  installing..."; fflush() }'; then
         tail -n 15 "$log" >&2
         echo "$(basename "$0"): installing requirements.txt into .venv failed; the full log is $log" >&2
