@@ -164,6 +164,23 @@ def test_a_missing_artifact_is_answered_404_and_a_plain_client_loads_runs_uris(e
     assert loaded.stdout.split() == ["Linear", "4"]
 
 
+def test_mlflow_1x_registry_calls_reach_the_registry(stack):
+    """1.x clients use /api/2.0/preview/mlflow/...; nginx maps it to /api/2.0/mlflow/..."""
+    import json
+    import uuid
+
+    name = f"preview-{uuid.uuid4().hex[:8]}"
+    request = urllib.request.Request(
+        f"{stack.tracking_uri}/api/2.0/preview/mlflow/registered-models/create",
+        data=json.dumps({"name": name}).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        assert json.loads(response.read())["registered_model"]["name"] == name
+    status, body = get(f"{stack.tracking_uri}/api/2.0/preview/mlflow/registered-models/get?name={name}")
+    assert status == 200 and json.loads(body)["registered_model"]["name"] == name
+    assert MlflowClient().get_registered_model(name).name == name
+
+
 def test_registry_refuses_sources_outside_the_servers_store(stack):
     import uuid
 
