@@ -54,6 +54,11 @@ if docker_stack_here; then
     stopped=1
 fi
 
+if [ "$delete_data" -eq 1 ] && docker_engine_available && [ -n "$(project_images)" ]; then
+    # Only this project's tag goes; layers other checkouts' images share stay.
+    docker image rm $(project_images) >/dev/null
+    echo "Removed the MLflow image built for compose project $COMPOSE_PROJECT_NAME."
+fi
 if [ "$delete_data" -eq 1 ] && [ -d "$LOCAL_DIR" ]; then
     rm -rf "$LOCAL_DIR"
     echo "Deleted $LOCAL_DIR."

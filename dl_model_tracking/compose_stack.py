@@ -79,12 +79,14 @@ class ComposeStack(S3Access):
         return result.stdout.strip()
 
     def resources(self) -> dict[str, list[str]]:
-        """Names of this project's containers, networks and volumes."""
+        """Names of this project's containers, networks, volumes and built image."""
         label = f"label=com.docker.compose.project={self.project}"
         return {
             "containers": docker("ps", "-a", "--filter", label, "--format", "{{.Names}}").split(),
             "networks": docker("network", "ls", "--filter", label, "--format", "{{.Name}}").split(),
             "volumes": docker("volume", "ls", "--filter", label, "--format", "{{.Name}}").split(),
+            "images": docker("images", "--filter", f"reference=mlflow-tracking-server:*-{self.project}",
+                             "--format", "{{.Repository}}:{{.Tag}}").split(),
         }
 
     def container(self, service: str) -> str:

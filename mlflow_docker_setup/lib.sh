@@ -85,6 +85,11 @@ project_volumes() {
 project_networks() {
     docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
 }
+# The MLflow image compose built for this project (docker-compose.yml tags it so).
+project_images() {
+    docker images --format '{{.Repository}}:{{.Tag}}' \
+        --filter "reference=mlflow-tracking-server:*-$COMPOSE_PROJECT_NAME"
+}
 
 # Healthy for long-running services, exited with 0 for the one-shot bucket job.
 service_ok() {

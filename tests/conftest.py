@@ -147,7 +147,7 @@ def new_checkout(tmp_path_factory, standin_images):
 
     yield make
     for stack in made:
-        if stack.resources()["containers"] or stack.resources()["volumes"]:
+        if any(stack.resources().values()):
             stack.stop(delete_data=True)
 
 

@@ -41,6 +41,7 @@ def test_the_project_is_named_after_the_checkout(docker_stack):
     assert len(resources["containers"]) == 5  # four services and the finished bucket job
     assert all(project in name for names in resources.values() for name in names)
     assert sorted(resources["volumes"]) == [f"{project}_minio-data", f"{project}_mysql-data"]
+    assert resources["images"] == [f"mlflow-tracking-server:3.17.2-{project}"]
 
 
 def test_published_ports_are_on_loopback_only(docker_stack):
@@ -73,6 +74,7 @@ def test_runs_metrics_artifacts_and_models_survive_stop_and_start(docker_stack, 
     assert "its volumes are kept" in stopped.stdout
     left = docker_stack.resources()
     assert left["containers"] == [] and left["networks"] == [] and len(left["volumes"]) == 2
+    assert len(left["images"]) == 1  # kept: the next start reuses it
     assert not healthy(docker_stack.tracking_uri)
 
     docker_stack.start()
@@ -103,7 +105,7 @@ def test_two_checkouts_run_side_by_side_without_touching_each_other(docker_stack
 
     stopped = b.stop(delete_data=True)
     assert stopped.returncode == 0, b.last_output
-    assert b.resources() == {"containers": [], "networks": [], "volumes": []}
+    assert b.resources() == {"containers": [], "networks": [], "volumes": [], "images": []}
     assert healthy(a.tracking_uri), "stopping one checkout's stack stopped the other's"
     assert a.health()["mlflow"] == "healthy"
 
@@ -124,7 +126,8 @@ def test_a_service_that_fails_makes_start_fail_with_its_logs_and_leaves_nothing(
     assert "----- mlflow -----" in result.stderr
     assert "Invalid value for '--workers'" in result.stderr  # MLflow's own words, from its log
     assert result.stderr.strip().splitlines()[-1].startswith("start_mlflow.sh: start-up failed")
-    assert broken.resources() == {"containers": [], "networks": [], "volumes": []}
+    left = broken.resources()
+    assert left["containers"] == left["networks"] == left["volumes"] == []  # the built image stays for a retry
 
 
 def test_an_image_no_registry_serves_is_one_line_with_the_fix(new_checkout):
@@ -134,7 +137,7 @@ def test_an_image_no_registry_serves_is_one_line_with_the_fix(new_checkout):
     last = result.stderr.strip().splitlines()[-1]
     assert "cannot get image mlflow-standin/not-built-here:0 (NGINX_IMAGE)" in last
     assert "MLFLOW_STACK_MODE=local" in last and "mlflow_docker_setup/.env" in last
-    assert offline.resources() == {"containers": [], "networks": [], "volumes": []}
+    assert offline.resources() == {"containers": [], "networks": [], "volumes": [], "images": []}
 
 
 def test_forced_local_mode_does_not_claim_there_is_no_engine(new_checkout, tmp_path):

@@ -57,8 +57,12 @@ build_image() {  # NAME FOLDER
         echo "$name is up to date"
         return
     fi
+    local previous
+    previous="$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)"
     echo "Building $name"
     docker build -q --build-arg "BASE=$BASE" --label "mlflow-standin.source=$hash" -t "$name" "$folder" >/dev/null
+    # The image this one replaces, now untagged: remove it unless something still uses it.
+    [ -z "$previous" ] || docker image rm "$previous" >/dev/null 2>&1 || true
 }
 
 build_base
