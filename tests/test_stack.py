@@ -45,6 +45,16 @@ def test_ui_page_and_its_static_assets_are_served(stack):
         assert status == 200 and len(content) > 1000, asset
 
 
+def test_nginx_hides_its_version_and_security_headers_arrive_once(stack):
+    for path in ("/", "/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        with urllib.request.urlopen(stack.tracking_uri + path, timeout=10) as response:
+            headers = response.headers
+        assert headers["Server"] == "nginx", (path, headers["Server"])
+        assert headers.get_all("Referrer-Policy") == ["same-origin"], path  # nginx's
+        assert headers.get_all("X-Content-Type-Options") == ["nosniff"], path  # MLflow's
+        assert headers.get_all("X-Frame-Options") == ["SAMEORIGIN"], path  # MLflow's
+
+
 def test_health_endpoint(stack):
     assert get(stack.tracking_uri + "/health") == (200, b"OK")
 
