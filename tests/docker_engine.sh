@@ -7,6 +7,9 @@
 # docker-compose package, unpacked beside the CLI without touching apt's sources, so both
 # compose paths (v2's `up --wait`, v1's polling) are tested.
 
+# shellcheck source=tests/apt_mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt_mirror.sh"
+
 DOCKERD_PID=""
 DOCKER_STATE="/var/cache/mlflow-tests"
 
@@ -17,8 +20,7 @@ docker_answers() {
 install_compose_v2() {
     docker compose version >/dev/null 2>&1 && return
     local work="$DOCKER_STATE/compose-v2" mirror
-    mirror="$(awk '/^URIs:/ { print $2; exit } /^deb / { print $2; exit }' \
-        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true)"
+    mirror="$(apt_mirror)"
     mkdir -p "$work/sources" "$work/lists/partial" "$work/cache/archives/partial"
     printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
         "${mirror:-http://deb.debian.org/debian}" >"$work/sources/trixie.sources"

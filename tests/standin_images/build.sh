@@ -10,11 +10,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BASE=mlflow-standin/debian:bookworm
 RCLONE_VERSION=1.75.2
 
-# The Debian mirror apt already uses (first URIs:/deb line of its sources).
-apt_mirror() {
-    cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
-        | awk '/^URIs:/ { print $2; exit } /^deb / { print $2; exit }' || true
-}
+# shellcheck source=tests/apt_mirror.sh
+source "$HERE/../apt_mirror.sh"
 
 build_base() {
     docker image inspect "$BASE" >/dev/null 2>&1 && return
