@@ -48,6 +48,7 @@ build_server_image() {
 
 start_docker() {
     load_stack_env
+    use_compose
     LOG_DIR="$(mktemp -d)"
     trap 'rm -rf "$LOG_DIR"' EXIT
     echo "Starting the tracking stack with Docker (compose project $COMPOSE_PROJECT_NAME)"

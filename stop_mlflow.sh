@@ -44,6 +44,7 @@ fi
 
 if docker_stack_here; then
     load_stack_env
+    use_compose
     if [ "$delete_data" -eq 1 ]; then
         compose down --volumes --remove-orphans
         echo "Stopped the tracking stack (compose project $COMPOSE_PROJECT_NAME) and deleted its volumes."

@@ -11,6 +11,7 @@ and published ports.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -69,7 +70,7 @@ class ComposeStack(S3Access):
         return self.script("stop_mlflow.sh", *(["--delete-data", "--yes"] if delete_data else []))
 
     # -- what the engine holds for this checkout ---------------------------------------
-    @property
+    @functools.cached_property
     def project(self) -> str:
         """The compose project name start_mlflow.sh derives for this checkout."""
         result = subprocess.run(

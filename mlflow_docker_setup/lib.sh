@@ -65,10 +65,14 @@ compose_version() {
     esac
 }
 
+# Resolved once by the script that uses compose (use_compose), not on every call: the
+# health-polling loop calls compose several times a second.
+use_compose() {
+    COMPOSE_CLI="$(compose_version)" || exit 1
+}
+
 compose() {
-    local version
-    version="$(compose_version)" || exit 1
-    if [ "$version" = v2 ]; then
+    if [ "${COMPOSE_CLI:?call use_compose first}" = v2 ]; then
         docker compose --project-directory "$STACK_DIR" -f "$STACK_DIR/docker-compose.yml" "$@"
     else
         docker-compose --project-directory "$STACK_DIR" -f "$STACK_DIR/docker-compose.yml" "$@"
@@ -81,9 +85,6 @@ project_containers() {
 }
 project_volumes() {
     docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
-}
-project_networks() {
-    docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
 }
 # The MLflow image compose built for this project (docker-compose.yml tags it so).
 project_images() {
@@ -133,7 +134,7 @@ wait_until_healthy() {
 }
 
 compose_up_and_wait() {
-    if [ "$(compose_version)" = v2 ]; then
+    if [ "$COMPOSE_CLI" = v2 ]; then
         compose up -d --wait --wait-timeout "$START_TIMEOUT"
     else
         # docker-compose v1 has no --wait: poll the health of each service ourselves.
