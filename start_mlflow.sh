@@ -8,6 +8,10 @@
 # Without one: a local MLflow server from the same serve.sh, with a SQLite backend store
 # and artifacts on disk under .mlflow-local/ (durable across stop and start).
 #
+# Secrets (database, MinIO, sign-in) are generated for this checkout at first start into
+# mlflow_docker_setup/secrets/. MLFLOW_SHARE=1 (in .env or the environment) shares the
+# Docker stack: HTTPS on every interface, MLflow's sign-in, strong secrets enforced.
+#
 # MLFLOW_STACK_MODE=docker|local forces a mode; MLFLOW_LOCAL_PORT (5000) and
 # MLFLOW_LOCAL_DIR (.mlflow-local) configure local mode; MLFLOW_COMPOSE=v1|v2 picks the
 # compose CLI; COMPOSE_PROJECT_NAME overrides the project name derived from the checkout.
@@ -46,14 +50,40 @@ build_server_image() {
     fi
 }
 
+# Loopback unless shared: publishing on the network without sign-in is refused.
+choose_bind_address() {
+    if sharing; then
+        export NGINX_BIND_ADDRESS="${NGINX_BIND_ADDRESS:-0.0.0.0}"
+    elif [ -z "${NGINX_BIND_ADDRESS:-}" ]; then
+        export NGINX_BIND_ADDRESS=127.0.0.1
+    elif [[ ! "$NGINX_BIND_ADDRESS" =~ ^(127\.[0-9.]+|::1|localhost)$ ]]; then
+        die "NGINX_BIND_ADDRESS=$NGINX_BIND_ADDRESS would put the stack on the network without sign-in: set MLFLOW_SHARE=1 to share it (HTTPS and sign-in), or leave NGINX_BIND_ADDRESS empty"
+    fi
+}
+
+# Shared: strong secrets or no start; nginx's certificate (the user's, or one made here).
+prepare_sharing() {
+    local paths
+    paths="$("$VENV/bin/python" -m dl_model_tracking.stack_secrets share "$SECRETS_DIR")" \
+        || die "not started (nothing was changed)"
+    read -r MLFLOW_TLS_CERT_FILE MLFLOW_TLS_KEY_FILE MLFLOW_TLS_CA_FILE <<<"$paths"
+    export MLFLOW_TLS_CERT_FILE MLFLOW_TLS_KEY_FILE
+}
+
 start_docker() {
-    load_stack_env
     use_compose
+    choose_bind_address
+    export MLFLOW_LAN_HOSTNAME="${MLFLOW_LAN_HOSTNAME:-$(hostname)}"
+    local ports=(NGINX_PORT MINIO_API_PORT MINIO_CONSOLE_PORT)
+    if sharing; then
+        ports+=(NGINX_HTTPS_PORT)
+        prepare_sharing
+    fi
     LOG_DIR="$(mktemp -d)"
     trap 'rm -rf "$LOG_DIR"' EXIT
     echo "Starting the tracking stack with Docker (compose project $COMPOSE_PROJECT_NAME)"
     if [ -z "$(compose ps -q nginx 2>/dev/null)" ]; then
-        for var in NGINX_PORT MINIO_API_PORT MINIO_CONSOLE_PORT; do
+        for var in "${ports[@]}"; do
             if port_busy "${!var}"; then
                 die "port ${!var} ($var) is in use by another program: stop it, or set $var in mlflow_docker_setup/.env"
             fi
@@ -61,7 +91,6 @@ start_docker() {
     fi
     ensure_images
     build_server_image
-    export MLFLOW_LAN_HOSTNAME="${MLFLOW_LAN_HOSTNAME:-$(hostname)}"
     local had_data
     had_data="$(project_volumes)"
     if ! compose_up_and_wait; then
@@ -86,13 +115,38 @@ start_docker() {
     fi
     local url="http://localhost"
     [ "$NGINX_PORT" = 80 ] || url="$url:$NGINX_PORT"
+    if sharing; then
+        url="https://${MLFLOW_LAN_HOSTNAME}"
+        [ "$NGINX_HTTPS_PORT" = 443 ] || url="$url:$NGINX_HTTPS_PORT"
+    fi
     cat <<EOF
 Tracking stack is up (compose project $COMPOSE_PROJECT_NAME).
   MLflow UI and API : $url/   (clients: mlflow.set_tracking_uri("$url"))
-  MinIO console     : http://localhost:${MINIO_CONSOLE_PORT}/   (login ${MINIO_ROOT_USER} / see MINIO_ROOT_PASSWORD in mlflow_docker_setup/.env)
-  MinIO S3 API      : http://localhost:${MINIO_API_PORT}
-Stop it with: bash stop_mlflow.sh (data is kept)
+  MinIO console     : http://localhost:${MINIO_CONSOLE_PORT}/   (login ${MINIO_ROOT_USER} / MINIO_ROOT_PASSWORD in mlflow_docker_setup/secrets/stack.env)
+  MinIO S3 API      : http://localhost:${MINIO_API_PORT}   (this machine only)
 EOF
+    if sharing; then
+        announce_sharing
+    fi
+    echo "Stop it with: bash stop_mlflow.sh (data is kept)"
+}
+
+announce_sharing() {
+    cat <<EOF
+  Shared            : HTTPS on $NGINX_BIND_ADDRESS port $NGINX_HTTPS_PORT (plain HTTP on $NGINX_PORT redirects), sign-in required
+  Clients trust     : $MLFLOW_TLS_CA_FILE   (MLFLOW_TRACKING_SERVER_CERT_PATH=<that file>)
+  Users             : .venv/bin/mlflow-users --help   (create users, grant permissions)
+EOF
+    # The first admin's password, printed on the first shared start only.
+    local shown="$SECRETS_DIR/admin-password-shown"
+    if [ ! -f "$shown" ]; then
+        cat <<EOF
+  First sign-in     : admin / $MLFLOW_ADMIN_PASSWORD
+                      shown once; read it again with: grep MLFLOW_ADMIN_PASSWORD mlflow_docker_setup/secrets/stack.env
+                      (once changed in MLflow, that file no longer knows it)
+EOF
+        touch "$shown"
+    fi
 }
 
 http_ok() {
@@ -100,6 +154,9 @@ http_ok() {
 }
 
 start_local() {
+    if sharing; then
+        die "MLFLOW_SHARE=1 needs the Docker stack (nginx serves HTTPS, MySQL keeps the users); the local server listens on this machine only. Start Docker, or set MLFLOW_SHARE=0"
+    fi
     if [ "${MLFLOW_STACK_MODE:-auto}" = local ]; then
         echo "MLFLOW_STACK_MODE=local: starting a local MLflow server"
     else
@@ -148,6 +205,9 @@ EOF
 
 mode="$(stack_mode)"  # exits here on a bad MLFLOW_STACK_MODE (set -e)
 ensure_python_env
+"$VENV/bin/python" -m dl_model_tracking.stack_secrets ensure "$SECRETS_DIR" \
+    || die "cannot write the stack's secrets into $SECRETS_DIR"
+load_stack_env
 case "$mode" in
     docker) start_docker ;;
     local) start_local ;;

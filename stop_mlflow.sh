@@ -43,6 +43,9 @@ elif [ -f "$PID_FILE" ]; then
 fi
 
 if docker_stack_here; then
+    # compose finds the containers by the project's label, shared or not; the share
+    # overlay would also ask for the certificate start_mlflow.sh provides.
+    export MLFLOW_SHARE=0
     load_stack_env
     use_compose
     if [ "$delete_data" -eq 1 ]; then

@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .local_stack import S3Access, StackStartError
+from .local_stack import S3Access, SharedAccess, StackStartError
 from .settings import stack_env
 
 # Service names as the twin calls them, mapped to compose's.
@@ -39,17 +39,26 @@ def docker_engine_answers() -> bool:
         return False
 
 
-class ComposeStack(S3Access):
+class ComposeStack(S3Access, SharedAccess):
     """A checkout's Docker stack: started and stopped by its own scripts."""
 
     def __init__(self, checkout: Path, env: dict[str, str], start_timeout: float = 600) -> None:
         self.checkout = Path(checkout)
         self.env = {**os.environ, "MLFLOW_STACK_MODE": "docker", **env}
+        self.env_overrides = dict(env)
+        self.share = env.get("MLFLOW_SHARE") == "1"
+        secrets = self.checkout / "mlflow_docker_setup" / "secrets"
+        self.ca_file = secrets / "tls" / "ca.crt" if self.share else None
         self.start_timeout = start_timeout
-        self.config = {**stack_env(), **env}
-        self.bucket = self.config["MLFLOW_BUCKET"]
+        self.bucket = stack_env()["MLFLOW_BUCKET"]
         self.startup_seconds: float | None = None
         self.last_output = ""
+        self.start_output = ""  # what the last successful start printed
+
+    @property
+    def config(self) -> dict[str, str]:
+        """The checkout's settings and secrets as its scripts see them (env wins)."""
+        return {**stack_env(self.checkout / "mlflow_docker_setup" / "secrets"), **self.env_overrides}
 
     # -- the scripts -------------------------------------------------------------------
     def script(self, name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -64,6 +73,7 @@ class ComposeStack(S3Access):
         if result.returncode != 0:
             raise StackStartError(self.last_output)
         self.startup_seconds = time.monotonic() - started
+        self.start_output = result.stdout
         return self
 
     def stop(self, delete_data: bool = False) -> subprocess.CompletedProcess:
@@ -111,7 +121,14 @@ class ComposeStack(S3Access):
     # -- addresses clients use -----------------------------------------------------------
     @property
     def tracking_uri(self) -> str:
+        if self.share:
+            return f"https://127.0.0.1:{self.config['NGINX_HTTPS_PORT']}"
         return f"http://127.0.0.1:{self.config['NGINX_PORT']}"
+
+    @property
+    def nginx_port(self) -> int:
+        """nginx's plain-HTTP port on the host (a redirect to HTTPS when shared)."""
+        return int(self.config["NGINX_PORT"])
 
     @property
     def s3_endpoint_url(self) -> str:
@@ -139,7 +156,7 @@ class ComposeStack(S3Access):
 
     def logs(self) -> str:
         parts = [self.last_output]
-        for service in ("mysql", "minio", "create-bucket", "mlflow", "nginx"):
+        for service in ("mysql", "minio", "create-bucket", "create-auth-database", "mlflow", "nginx"):
             try:
                 container = self.container(service)
             except LookupError:

@@ -3,12 +3,16 @@
 MariaDB (a real MySQL server) stands in for the MySQL container, moto's S3 server for
 MinIO (MinIO has no package here), and the MLflow server and nginx run from the very
 files the compose services use: ``mlflow_docker_setup/mlflow/serve.sh`` for the
-server's flags, ``mlflow_docker_setup/nginx/default.conf.template`` for nginx and
+server's flags, the templates in ``mlflow_docker_setup/nginx/`` for nginx and
 ``mlflow_docker_setup/mysql/mlflow.cnf`` for the database. Everything listens on free
-loopback ports and lives in one working directory.
+loopback ports and lives in one working directory. Secrets come from the checkout's
+``mlflow_docker_setup/secrets/`` unless another folder is given.
 
     with LocalStack(workdir).start() as stack:
         mlflow.set_tracking_uri(stack.tracking_uri)
+
+``share=True`` runs it as a shared compose stack runs: MLflow's basic-auth app with its
+own database, nginx serving HTTPS (on loopback still) with the shared site.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,13 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .settings import STACK_DIR, stack_env
+from .settings import SECRETS_DIR, STACK_DIR, stack_env
+from .stack_secrets import check_shareable, ensure_tls
 
 SERVE_SCRIPT = STACK_DIR / "mlflow" / "serve.sh"
 NGINX_TEMPLATE = STACK_DIR / "nginx" / "default.conf.template"
+NGINX_SHARED_TEMPLATE = STACK_DIR / "nginx" / "shared.conf.template"
+NGINX_PROXY_CONFIG = STACK_DIR / "nginx" / "mlflow-proxy.conf"
 MYSQL_CONFIG = STACK_DIR / "mysql" / "mlflow.cnf"
-# The variables the nginx image's envsubst step fills in; nginx's own $variables stay.
-NGINX_TEMPLATE_VARIABLES = ("MLFLOW_UPSTREAM", "NGINX_PORT")
+AUTH_SCHEMA = STACK_DIR / "mysql" / "auth-schema.sql"
 
 
 class StackStartError(RuntimeError):
@@ -72,6 +79,22 @@ class S3Access:
         return s3_client(self.s3_endpoint_url, self.s3_credentials)
 
 
+class SharedAccess:
+    """How a client reaches a shared stack: its CA and first admin (``share`` stacks only)."""
+
+    share: bool
+    ca_file: Path | None
+    config: dict[str, str]
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What a client that trusts the stack's CA uses (None when not shared)."""
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.share else None
+
+    @property
+    def admin_credentials(self) -> tuple[str, str]:
+        return "admin", self.config["MLFLOW_ADMIN_PASSWORD"]
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -80,19 +103,19 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return response.status == 200
     except OSError:
         return False
 
 
 def render_nginx_template(values: dict[str, str], template: Path = NGINX_TEMPLATE) -> str:
-    """Substitute like the nginx image's envsubst: only the listed ``${VARIABLES}``."""
+    """Substitute like the nginx image's envsubst: only the given ``${VARIABLES}``."""
     text = template.read_text()
-    for name in NGINX_TEMPLATE_VARIABLES:
-        text = text.replace("${" + name + "}", values[name])
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
     return text
 
 
@@ -148,23 +171,30 @@ class Service:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class LocalStack(S3Access):
+class LocalStack(S3Access, SharedAccess):
     """MariaDB + S3 endpoint + MLflow server + nginx on free loopback ports."""
 
-    def __init__(self, workdir: Path, startup_timeout: float = 120) -> None:
+    def __init__(self, workdir: Path, startup_timeout: float = 120, share: bool = False,
+                 secrets_dir: Path = SECRETS_DIR, overrides: dict[str, str] | None = None) -> None:
         self.workdir = Path(workdir)
         self.startup_timeout = startup_timeout
-        self.config = stack_env()
+        self.share = share
+        self.secrets_dir = Path(secrets_dir)
+        # overrides play the environment's part: they win over .env and the secrets file.
+        self.config = {**stack_env(self.secrets_dir), **(overrides or {})}
         self.bucket = self.config["MLFLOW_BUCKET"]
-        self.mysql_port, self.s3_port, self.mlflow_port, self.nginx_port = free_ports(4)
+        self.mysql_port, self.s3_port, self.mlflow_port, self.nginx_port, self.https_port = free_ports(5)
         self.s3_credentials: dict[str, str] = {}
         self.services: dict[str, Service] = {}
         self.startup_seconds: float | None = None
+        self.ca_file: Path | None = None  # what clients trust when shared
 
     # -- addresses clients use -------------------------------------------------------
     @property
     def tracking_uri(self) -> str:
-        """Through nginx, as users reach the compose stack at http://localhost/."""
+        """Through nginx, as users reach the compose stack (http://localhost/, or HTTPS shared)."""
+        if self.share:
+            return f"https://127.0.0.1:{self.https_port}"
         return f"http://127.0.0.1:{self.nginx_port}"
 
     @property
@@ -178,17 +208,18 @@ class LocalStack(S3Access):
 
     @property
     def backend_store_uri(self) -> str:
-        c = self.config
-        return (
-            f"mysql+pymysql://{c['MYSQL_USER']}:{c['MYSQL_PASSWORD']}"
-            f"@127.0.0.1:{self.mysql_port}/{c['MYSQL_DATABASE']}?charset=utf8mb4"
-        )
+        return self._database_uri(self.config["MYSQL_DATABASE"])
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "LocalStack":
         """Start every service in dependency order; on any failure stop all and raise."""
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.share:  # refused before anything starts, as start_mlflow.sh does
+            check_shareable(self.config)
+            cert, key, self.ca_file = ensure_tls(self.secrets_dir, self.config.get("MLFLOW_TLS_CERT"),
+                                                 self.config.get("MLFLOW_TLS_KEY"))
+            self.tls_pair = (cert, key)
         try:
             self._start_database()
             self._start_s3()
@@ -276,11 +307,19 @@ class LocalStack(S3Access):
         c = self.config
         with pymysql.connect(host="127.0.0.1", port=self.mysql_port, user="root") as conn:
             with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE IF NOT EXISTS `{c['MYSQL_DATABASE']}`")
                 cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s",
                             (c["MYSQL_USER"], c["MYSQL_PASSWORD"]))
-                cur.execute(f"GRANT ALL ON `{c['MYSQL_DATABASE']}`.* TO %s@'%%'",
-                            (c["MYSQL_USER"],))
+                databases = [c["MYSQL_DATABASE"]] + ([c["MLFLOW_AUTH_DATABASE"]] if self.share else [])
+                for database in databases:  # the second one: compose's create-auth-database job
+                    cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+                    cur.execute(f"GRANT ALL ON `{database}`.* TO %s@'%%'", (c["MYSQL_USER"],))
+                if self.share:
+                    cur.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s",
+                                (c["MLFLOW_AUTH_DATABASE"],))
+                    if cur.fetchone()[0] == 0:  # as the job does: see auth-schema.sql for why
+                        cur.execute(f"USE `{c['MLFLOW_AUTH_DATABASE']}`")
+                        for statement in sql_statements(AUTH_SCHEMA):
+                            cur.execute(statement)
             conn.commit()
 
     def _start_s3(self) -> None:
@@ -313,7 +352,18 @@ class LocalStack(S3Access):
         return {"aws_access_key_id": key["AccessKeyId"],
                 "aws_secret_access_key": key["SecretAccessKey"]}
 
+    def _database_uri(self, database: str) -> str:
+        c = self.config
+        return (f"mysql+pymysql://{c['MYSQL_USER']}:{c['MYSQL_PASSWORD']}"
+                f"@127.0.0.1:{self.mysql_port}/{database}?charset=utf8mb4")
+
     def _start_mlflow(self) -> None:
+        auth = {
+            "MLFLOW_AUTH_DATABASE_URI": self._database_uri(self.config["MLFLOW_AUTH_DATABASE"]),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.config["MLFLOW_ADMIN_PASSWORD"],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.config["MLFLOW_FLASK_SERVER_SECRET_KEY"],
+            "MLFLOW_AUTH_CACHE_SECONDS": self.config["MLFLOW_AUTH_CACHE_SECONDS"],
+        } if self.share else {}
         self._launch(Service(
             name="mlflow",
             argv=["sh", str(SERVE_SCRIPT)],
@@ -328,6 +378,7 @@ class LocalStack(S3Access):
                 "MLFLOW_WORKERS": os.environ.get("MLFLOW_WORKERS", self.config.get("MLFLOW_WORKERS", "2")),
                 # serve.sh execs the `mlflow` of the interpreter running this code.
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                **auth,
             },
             log_path=self.workdir / "mlflow.log",
             ready=lambda: http_ok(f"{self.mlflow_uri}/health"),
@@ -338,10 +389,19 @@ class LocalStack(S3Access):
         prefix = self.workdir / "nginx"
         prefix.mkdir(exist_ok=True)
         site = prefix / "default.conf"
-        site.write_text(render_nginx_template({
-            "MLFLOW_UPSTREAM": f"127.0.0.1:{self.mlflow_port}",
-            "NGINX_PORT": f"127.0.0.1:{self.nginx_port}",
-        }))
+        values = {"MLFLOW_UPSTREAM": f"127.0.0.1:{self.mlflow_port}",
+                  "NGINX_PORT": f"127.0.0.1:{self.nginx_port}"}
+        template = NGINX_TEMPLATE
+        if self.share:
+            template = NGINX_SHARED_TEMPLATE
+            values.update(NGINX_TLS_PORT=f"127.0.0.1:{self.https_port}", NGINX_HTTPS_PORT=str(self.https_port))
+            (prefix / "tls").mkdir(exist_ok=True)
+            for source, name in zip(self.tls_pair, ("server.crt", "server.key")):
+                (prefix / "tls" / name).unlink(missing_ok=True)
+                (prefix / "tls" / name).symlink_to(source)
+        site.write_text(render_nginx_template(values, template))
+        # The sites include it from nginx's configuration folder, as in the image.
+        shutil.copy(NGINX_PROXY_CONFIG, prefix / NGINX_PROXY_CONFIG.name)
         # The nginx image's main nginx.conf, reduced to what a non-daemon local run needs.
         main_conf = prefix / "nginx.conf"
         main_conf.write_text(
@@ -360,7 +420,7 @@ class LocalStack(S3Access):
             name="nginx",
             argv=[nginx, "-p", str(prefix), "-c", str(main_conf)],
             log_path=self.workdir / "nginx.log",
-            ready=lambda: http_ok(f"{self.tracking_uri}/health"),
+            ready=lambda: http_ok(f"{self.tracking_uri}/health", self.ssl_context()),
         ))
 
 
@@ -380,7 +440,7 @@ class RunningStack(S3Access):
 
     @classmethod
     def from_environment(cls) -> "RunningStack":
-        config = stack_env()
+        config = stack_env(SECRETS_DIR)
         return cls(
             tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
             s3_endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL", "http://localhost:9000"),
@@ -411,6 +471,12 @@ def ensure_private_bucket(s3, bucket: str) -> None:
     except ClientError as error:
         if error.response["Error"]["Code"] != "NoSuchBucketPolicy":
             raise
+
+
+def sql_statements(path: Path) -> list[str]:
+    """The statements of a plain SQL file (``--`` comments, ``;`` at the ends)."""
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")]
+    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
 
 
 def _require_binary(name: str, install_hint: str, extra_dirs: list[str] = ()) -> str:

@@ -376,7 +376,8 @@ def model_provenance(name: str, version: str | int | None = None, alias: str | N
     """Who, what, when, where, why and how of one registered model version, from the server."""
     from .server import check_server
 
-    tracking_uri = tracking_uri or load_settings().tracking_uri
+    settings = load_settings()  # also reads .env: the sign-in and CA variables of a shared stack
+    tracking_uri = tracking_uri or settings.tracking_uri
     check_server(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
@@ -674,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
         report = model_provenance(args.name, version=args.version, alias=args.alias, tracking_uri=args.tracking_uri)
     except (ProvenanceError, TrackingServerUnavailable) as error:
         print(f"provenance: {error}", file=sys.stderr)
+        return 2
+    except MlflowException as error:  # e.g. no permission on a shared stack (PERMISSION_DENIED)
+        print(f"provenance: {error.error_code}: {error.message.splitlines()[0]}", file=sys.stderr)
         return 2
     if args.graph == "json":
         print(json.dumps(opm_graph(report), indent=2))

@@ -1,12 +1,19 @@
 """Connecting to the tracking server, failing fast with a message that says what to do.
 
 MLflow's own client retries a refused connection for minutes before it gives up; a
-reader who forgot to start the stack deserves one clear line within seconds.
+reader who forgot to start the stack deserves one clear line within seconds. The same
+goes for a shared stack that refuses the sign-in or whose certificate is not trusted.
+
+Sign-in and certificate come from MLflow's own variables (the environment, or a ``.env``
+that load_settings reads): MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, and
+MLFLOW_TRACKING_SERVER_CERT_PATH (or REQUESTS_CA_BUNDLE) for the stack's CA.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,8 +27,21 @@ class TrackingServerUnavailable(RuntimeError):
     """The tracking server cannot be reached or is not an MLflow server."""
 
 
+class SignInRefused(TrackingServerUnavailable):
+    """The server is there, but not for this client: no sign-in, a wrong one, or locked out."""
+
+
+def _ssl_context(tracking_uri: str) -> ssl.SSLContext | None:
+    """The trust MLflow's client will use: MLFLOW_TRACKING_SERVER_CERT_PATH, else requests'."""
+    if not tracking_uri.startswith("https:"):
+        return None
+    cafile = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or os.environ.get("REQUESTS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=cafile)
+
+
 def check_server(tracking_uri: str, timeout: float = 3.0) -> None:
-    """Raise :class:`TrackingServerUnavailable` unless ``<tracking_uri>/health`` answers OK."""
+    """Raise :class:`TrackingServerUnavailable` unless ``<tracking_uri>/health`` answers OK
+    and, where the server asks for a sign-in, this client's is accepted."""
     parsed = urllib.parse.urlparse(tracking_uri)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise TrackingServerUnavailable(
@@ -30,8 +50,9 @@ def check_server(tracking_uri: str, timeout: float = 3.0) -> None:
         )
     url = tracking_uri.rstrip("/") + "/health"
     hint = "Start the stack with `bash start_mlflow.sh`, or point MLFLOW_TRACKING_URI at a running server."
+    context = _ssl_context(tracking_uri)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             body = response.read(100).decode(errors="replace").strip()
     except urllib.error.HTTPError as error:
         raise TrackingServerUnavailable(
@@ -40,6 +61,12 @@ def check_server(tracking_uri: str, timeout: float = 3.0) -> None:
         ) from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise TrackingServerUnavailable(
+                f"{tracking_uri} presented a certificate this client does not trust ({reason.verify_message}): "
+                "set MLFLOW_TRACKING_SERVER_CERT_PATH to the stack's CA file "
+                "(start_mlflow.sh prints it; mlflow_docker_setup/secrets/tls/ca.crt on the stack's machine)"
+            ) from None
         raise TrackingServerUnavailable(
             f"No MLflow tracking server at {tracking_uri} ({reason}). {hint}"
         ) from None
@@ -47,6 +74,35 @@ def check_server(tracking_uri: str, timeout: float = 3.0) -> None:
         raise TrackingServerUnavailable(
             f"{url} answered {body!r} instead of 'OK': {tracking_uri} is not an MLflow server. {hint}"
         )
+    check_sign_in(tracking_uri, context, timeout)
+
+
+def check_sign_in(tracking_uri: str, context: ssl.SSLContext | None = None, timeout: float = 3.0) -> None:
+    """One cheap authenticated call: MLflow's client would fail on a 401 too, but only at the
+    first real call and with a page of text; a 429 it would retry for a minute."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    request = urllib.request.Request(tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    if user:
+        token = base64.b64encode(f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        urllib.request.urlopen(request, timeout=timeout, context=context).close()
+    except urllib.error.HTTPError as error:
+        if error.code == 401 and not user:
+            raise SignInRefused(
+                f"{tracking_uri} asks for a sign-in: set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (in the environment or in .env)") from None
+        if error.code == 401:
+            raise SignInRefused(
+                f"{tracking_uri} refused the sign-in of user {user!r}: check MLFLOW_TRACKING_USERNAME "
+                "and MLFLOW_TRACKING_PASSWORD (an admin can reset it: mlflow-users set-password)") from None
+        if error.code == 429:
+            raise SignInRefused(
+                f"{tracking_uri} is slowing down failed sign-ins from this machine: wait a minute, "
+                "then check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
+        raise TrackingServerUnavailable(
+            f"{tracking_uri} answered HTTP {error.code} {error.reason} to a search: "
+            "not a working MLflow tracking server") from None
 
 
 # Retries that ride out a tracking server restarting for about half a minute: urllib3

@@ -13,9 +13,12 @@ from pathlib import Path
 
 from dotenv import dotenv_values, find_dotenv, load_dotenv
 
+from .stack_secrets import ensure_secrets
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = REPO_ROOT / "mlflow_docker_setup"
 STACK_ENV_FILE = STACK_DIR / ".env"
+SECRETS_DIR = STACK_DIR / "secrets"
 
 DEFAULT_TRACKING_URI = "http://localhost"
 DEFAULT_EXPERIMENT_NAME = "dl_model_chapter03"
@@ -50,7 +53,8 @@ def load_settings() -> Settings:
     )
 
 
-def stack_env() -> dict[str, str]:
-    """The stack's configuration (database and MinIO credentials, bucket, ports)."""
-    values = dotenv_values(STACK_ENV_FILE)
-    return {key: value for key, value in values.items() if value is not None}
+def stack_env(secrets_dir: Path | None = None) -> dict[str, str]:
+    """The stack's configuration (bucket, ports, images); with ``secrets_dir``, also its
+    secrets (database and MinIO passwords, sign-in), generated there if missing."""
+    values = {key: value for key, value in dotenv_values(STACK_ENV_FILE).items() if value is not None}
+    return {**values, **ensure_secrets(secrets_dir)} if secrets_dir else values

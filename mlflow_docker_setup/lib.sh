@@ -1,11 +1,13 @@
 # Shared by start_mlflow.sh and stop_mlflow.sh (sourced, not run). Expects $ROOT.
 
 STACK_DIR="$ROOT/mlflow_docker_setup"
+SECRETS_DIR="$STACK_DIR/secrets"  # generated per checkout, git-ignored (stack_secrets.py)
 LOCAL_DIR="${MLFLOW_LOCAL_DIR:-$ROOT/.mlflow-local}"
 LOCAL_PORT="${MLFLOW_LOCAL_PORT:-5000}"
 PID_FILE="$LOCAL_DIR/mlflow.pid"
 START_TIMEOUT="${MLFLOW_START_TIMEOUT:-180}"
 SERVICES=(mysql minio create-bucket mlflow nginx)
+ONE_SHOT_JOBS=(create-bucket create-auth-database)
 
 die() {
     echo "$(basename "$0"): $*" >&2
@@ -27,17 +29,36 @@ stack_mode() {
     esac
 }
 
-# The stack's settings from .env; a variable already in the environment wins, as in compose.
-load_stack_env() {
-    local line name value
+# NAME=value lines of a file, exported unless the variable is already in the environment
+# (as compose does).
+load_env_file() {
+    local file="$1" line name value
     while IFS= read -r line || [ -n "$line" ]; do
         case "$line" in ''|'#'*) continue ;; esac
-        [[ "$line" == *=* ]] || die "mlflow_docker_setup/.env: '$line' is not NAME=value"
+        [[ "$line" == *=* ]] || die "${file#"$ROOT/"}: '$line' is not NAME=value"
         name="${line%%=*}"
         value="${line#*=}"
-        [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "mlflow_docker_setup/.env: '$name' is not a variable name"
+        [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "${file#"$ROOT/"}: '$name' is not a variable name"
         [ -n "${!name+set}" ] || export "$name=$value"
-    done <"$STACK_DIR/.env"
+    done <"$file"
+}
+
+# The stack's settings from .env, then its generated secrets (once start_mlflow.sh has
+# made them); a variable already in the environment wins.
+load_stack_env() {
+    load_env_file "$STACK_DIR/.env"
+    [ ! -f "$SECRETS_DIR/stack.env" ] || load_env_file "$SECRETS_DIR/stack.env"
+    case "${MLFLOW_SHARE:-0}" in
+        0|1) ;;
+        *) die "MLFLOW_SHARE must be 0 (local only) or 1 (shared: HTTPS and sign-in), not '${MLFLOW_SHARE}'" ;;
+    esac
+    if sharing; then
+        SERVICES=(mysql minio create-bucket create-auth-database mlflow nginx)
+    fi
+}
+
+sharing() {
+    [ "${MLFLOW_SHARE:-0}" = 1 ]
 }
 
 # One compose project per checkout: its folder name and a hash of its path, so that two
@@ -72,10 +93,14 @@ use_compose() {
 }
 
 compose() {
+    local files=(-f "$STACK_DIR/docker-compose.yml")
+    if sharing; then
+        files+=(-f "$STACK_DIR/docker-compose.share.yml")
+    fi
     if [ "${COMPOSE_CLI:?call use_compose first}" = v2 ]; then
-        docker compose --project-directory "$STACK_DIR" -f "$STACK_DIR/docker-compose.yml" "$@"
+        docker compose --project-directory "$STACK_DIR" "${files[@]}" "$@"
     else
-        docker-compose --project-directory "$STACK_DIR" -f "$STACK_DIR/docker-compose.yml" "$@"
+        docker-compose --project-directory "$STACK_DIR" "${files[@]}" "$@"
     fi
 }
 
@@ -92,12 +117,12 @@ project_images() {
         --filter "reference=mlflow-tracking-server:*-$COMPOSE_PROJECT_NAME"
 }
 
-# Healthy for long-running services, exited with 0 for the one-shot bucket job.
+# Healthy for long-running services, exited with 0 for the one-shot jobs.
 service_ok() {
     local id
     id="$(compose ps -a -q "$1" 2>/dev/null)"
     [ -n "$id" ] || return 1
-    if [ "$1" = create-bucket ]; then
+    if [[ " ${ONE_SHOT_JOBS[*]} " == *" $1 "* ]]; then
         [ "$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$id")" = "exited 0" ]
     else
         [ "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")" = healthy ]
@@ -135,10 +160,10 @@ wait_until_healthy() {
 
 compose_up_and_wait() {
     if [ "$COMPOSE_CLI" = v2 ]; then
-        compose up -d --wait --wait-timeout "$START_TIMEOUT"
+        compose up -d --remove-orphans --wait --wait-timeout "$START_TIMEOUT"
     else
         # docker-compose v1 has no --wait: poll the health of each service ourselves.
-        compose up -d && wait_until_healthy
+        compose up -d --remove-orphans && wait_until_healthy
     fi
 }
 

@@ -98,7 +98,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        for name in ("stack", "docker_stack", "second_checkout"):
+        for name in ("stack", "docker_stack", "second_checkout", "shared_stack"):
             running = getattr(item, "funcargs", {}).get(name)
             if hasattr(running, "logs"):
                 report.sections.append((f"{name} logs", running.logs()))
@@ -135,7 +135,8 @@ def new_checkout(tmp_path_factory, standin_images):
         for rel in ("start_mlflow.sh", "stop_mlflow.sh"):
             shutil.copy2(REPO_ROOT / rel, root / rel)
         for rel in ("mlflow_docker_setup", "scripts"):
-            shutil.copytree(REPO_ROOT / rel, root / rel, ignore=shutil.ignore_patterns("*.crt"))
+            # As a fresh clone has them: no generated secrets, no copied CA certificates.
+            shutil.copytree(REPO_ROOT / rel, root / rel, ignore=shutil.ignore_patterns("*.crt", "secrets"))
         nginx, minio_api, minio_console = free_ports(3)
         env = {**standin_images, "MLFLOW_VENV": str(REPO_ROOT / ".venv"),
                "NGINX_PORT": str(nginx), "MINIO_API_PORT": str(minio_api),
@@ -163,6 +164,38 @@ def docker_stack(new_checkout):
           f"at {running.tracking_uri}")
     yield running
     running.stop(delete_data=True)
+
+
+# -- shared stacks: sign-in and TLS ------------------------------------------------------------
+@pytest.fixture(scope="session")
+def shared_twin(tmp_path_factory):
+    """The twin run as a shared stack, with secrets and certificate of its own."""
+    root = tmp_path_factory.mktemp("shared-twin")
+    running = LocalStack(root / "work", share=True, secrets_dir=root / "secrets")
+    try:
+        running.start()
+    except StackStartError as error:
+        pytest.fail(f"the shared twin did not start:\n{error}", pytrace=False)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_docker(new_checkout):
+    """A fresh checkout's compose stack started with MLFLOW_SHARE=1 (still reached on loopback)."""
+    running = new_checkout("checkout-shared", MLFLOW_SHARE="1", NGINX_HTTPS_PORT=str(free_ports(1)[0]))
+    try:
+        running.start()
+    except StackStartError as error:
+        pytest.fail(f"the shared compose stack did not start:\n{error}", pytrace=False)
+    yield running
+    running.stop(delete_data=True)
+
+
+@pytest.fixture(scope="module", params=["twin", pytest.param("docker", marks=pytest.mark.docker)])
+def shared_stack(request):
+    """Each shared stack in turn: the twin, then compose on a real engine."""
+    return request.getfixturevalue(f"shared_{request.param}")
 
 
 # -- offline assets and notebook execution ------------------------------------------------

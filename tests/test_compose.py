@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,23 +14,46 @@ from dotenv import dotenv_values
 
 from dl_model_tracking.local_stack import (
     MYSQL_CONFIG,
+    NGINX_PROXY_CONFIG,
+    NGINX_SHARED_TEMPLATE,
     NGINX_TEMPLATE,
-    NGINX_TEMPLATE_VARIABLES,
     SERVE_SCRIPT,
     render_nginx_template,
 )
 from dl_model_tracking.settings import REPO_ROOT, STACK_DIR, STACK_ENV_FILE, stack_env
+from dl_model_tracking.stack_secrets import SECRET_NAMES, ensure_tls
+
+SHARE_OVERLAY = STACK_DIR / "docker-compose.share.yml"
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict:
-    """`docker-compose config` resolves the file with the shipped .env, or fails."""
+def secrets(tmp_path_factory) -> dict[str, str]:
+    """The shipped .env plus secrets generated as start_mlflow.sh generates them."""
+    return stack_env(tmp_path_factory.mktemp("secrets"))
+
+
+def compose_config(env: dict[str, str], *files: Path) -> dict:
+    """`docker-compose config` resolves the files with the shipped .env, or fails."""
     result = subprocess.run(
-        ["docker-compose", "--env-file", str(STACK_ENV_FILE), "config"],
-        cwd=STACK_DIR, capture_output=True, text=True, check=False,
+        ["docker-compose", "--env-file", str(STACK_ENV_FILE),
+         *[arg for path in files for arg in ("-f", str(path))], "config"],
+        cwd=STACK_DIR, capture_output=True, text=True, check=False, env={**os.environ, **env},
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def compose(secrets) -> dict:
+    return compose_config(secrets, STACK_DIR / "docker-compose.yml")
+
+
+@pytest.fixture(scope="module")
+def shared_compose(secrets, tmp_path_factory) -> dict:
+    """The stack with the share overlay, as start_mlflow.sh runs it with MLFLOW_SHARE=1."""
+    cert, key, _ = ensure_tls(tmp_path_factory.mktemp("tls"))
+    return compose_config({**secrets, "MLFLOW_TLS_CERT_FILE": str(cert), "MLFLOW_TLS_KEY_FILE": str(key)},
+                          STACK_DIR / "docker-compose.yml", SHARE_OVERLAY)
 
 
 # docker-compose v1 prints short syntax ("src:dst:mode"), v2 long syntax (mappings).
@@ -113,14 +137,55 @@ def test_data_lives_in_named_volumes(compose):
     assert mounts(compose["services"]["minio"])["minio-data"] == "/data"
 
 
-def test_server_uses_mysql_utf8mb4_and_proxied_s3_artifacts(compose):
+def test_server_uses_mysql_utf8mb4_and_proxied_s3_artifacts(compose, secrets):
     env = compose["services"]["mlflow"]["environment"]
-    config = stack_env()
+    config = secrets
     assert env["MLFLOW_BACKEND_STORE_URI"] == (
         f"mysql+pymysql://{config['MYSQL_USER']}:{config['MYSQL_PASSWORD']}"
         f"@mysql:3306/{config['MYSQL_DATABASE']}?charset=utf8mb4")
     assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow"
-    assert env["AWS_ACCESS_KEY_ID"] == "minio" and env["AWS_SECRET_ACCESS_KEY"] == "minio123"
+    assert env["AWS_ACCESS_KEY_ID"] == "minio" and env["AWS_SECRET_ACCESS_KEY"] == config["MINIO_ROOT_PASSWORD"]
+
+
+def test_no_secret_is_committed_and_compose_will_not_run_without_them():
+    committed = dotenv_values(STACK_ENV_FILE)
+    assert not set(SECRET_NAMES) & set(committed), "secrets belong in secrets/stack.env, generated"
+    assert "/mlflow_docker_setup/secrets/" in (REPO_ROOT / ".gitignore").read_text().splitlines()
+    result = subprocess.run(["docker-compose", "--env-file", str(STACK_ENV_FILE), "config"], cwd=STACK_DIR,
+                            capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k not in SECRET_NAMES})
+    assert result.returncode != 0
+    assert "run start_mlflow.sh, which generates secrets/stack.env" in result.stderr
+
+
+def test_every_container_is_kept_from_gaining_privileges(compose, shared_compose):
+    for services in (compose["services"], shared_compose["services"]):
+        for name, service in services.items():
+            assert "no-new-privileges:true" in service.get("security_opt", []), name
+
+
+def test_sharing_adds_sign_in_its_database_job_and_https(shared_compose, secrets):
+    services = shared_compose["services"]
+    job = services["create-auth-database"]
+    assert job["depends_on"] == {"mysql": {"condition": "service_healthy"}}
+    assert job["restart"] == "no" and "ports" not in job
+    assert services["mlflow"]["depends_on"]["create-auth-database"] == {
+        "condition": "service_completed_successfully"}
+    env = services["mlflow"]["environment"]
+    assert env["MLFLOW_AUTH_DATABASE_URI"] == (
+        f"mysql+pymysql://{secrets['MYSQL_USER']}:{secrets['MYSQL_PASSWORD']}"
+        f"@mysql:3306/{secrets['MLFLOW_AUTH_DATABASE']}?charset=utf8mb4")
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == secrets["MLFLOW_ADMIN_PASSWORD"]
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == secrets["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert str(env["MLFLOW_AUTH_CACHE_SECONDS"]) == secrets["MLFLOW_AUTH_CACHE_SECONDS"] == "30"
+    nginx = services["nginx"]
+    # NGINX_BIND_ADDRESS is chosen by start_mlflow.sh (all interfaces when shared).
+    assert published(nginx) == {("127.0.0.1", 80), ("127.0.0.1", 443)}
+    assert mounts(nginx)[str(NGINX_SHARED_TEMPLATE)] == "/etc/nginx/templates/default.conf.template"
+    assert str(NGINX_TEMPLATE) not in mounts(nginx)
+    assert "https://localhost/health" in nginx["healthcheck"]["test"]
+    assert published(services["minio"]) == {("127.0.0.1", 9000), ("127.0.0.1", 9001)}
+    assert "ports" not in services["mysql"] and "ports" not in services["mlflow"]
 
 
 def test_compose_and_twin_share_the_server_script(compose):
@@ -140,33 +205,51 @@ def test_compose_and_twin_share_the_server_script(compose):
 def test_compose_and_twin_share_the_nginx_and_database_config(compose):
     nginx_mounts = mounts(compose["services"]["nginx"])
     assert nginx_mounts[str(NGINX_TEMPLATE)] == "/etc/nginx/templates/default.conf.template"
+    assert nginx_mounts[str(NGINX_PROXY_CONFIG)] == "/etc/nginx/mlflow-proxy.conf"
     assert mounts(compose["services"]["mysql"])[str(MYSQL_CONFIG)] == "/etc/mysql/conf.d/mlflow.cnf"
-    assert set(compose["services"]["nginx"]["environment"]) == set(NGINX_TEMPLATE_VARIABLES)
 
 
-def test_twin_renders_the_template_exactly_like_the_images_envsubst():
-    values = {"MLFLOW_UPSTREAM": "mlflow:5000", "NGINX_PORT": "80"}
+def nginx_values(compose_config: dict) -> dict[str, str]:
+    """What the nginx image's envsubst fills in: the service's environment."""
+    return {name: str(value) for name, value in compose_config["services"]["nginx"]["environment"].items()}
+
+
+@pytest.mark.parametrize("template, config", [(NGINX_TEMPLATE, "compose"), (NGINX_SHARED_TEMPLATE, "shared_compose")])
+def test_twin_renders_the_templates_exactly_like_the_images_envsubst(template, config, request):
+    values = nginx_values(request.getfixturevalue(config))
     # The nginx image runs: envsubst "$(printf '${%s} ' <defined variable names>)"
     envsubst = subprocess.run(
         ["envsubst", " ".join("${%s}" % name for name in values)],
-        input=NGINX_TEMPLATE.read_text(), capture_output=True, text=True, check=True,
+        input=template.read_text(), capture_output=True, text=True, check=True,
         env={**os.environ, **values},
     ).stdout
-    rendered = render_nginx_template(values)
+    rendered = render_nginx_template(values, template)
     assert rendered == envsubst
-    assert "$host" in rendered and "${" not in rendered
+    assert "${" not in rendered
+    if template == NGINX_SHARED_TEMPLATE:  # nginx's own variables stay for nginx
+        assert "https://$host:" in rendered and "$binary_remote_addr" in rendered
+    # The shared include is not rendered at all: no variable of the environment's in it.
+    assert "${" not in NGINX_PROXY_CONFIG.read_text()
 
 
-def test_rendered_nginx_config_is_valid_and_lifts_the_body_limit(tmp_path):
+@pytest.mark.parametrize("template", [NGINX_TEMPLATE, NGINX_SHARED_TEMPLATE])
+def test_rendered_nginx_config_is_valid_and_lifts_the_body_limit(template, tmp_path):
     site = tmp_path / "default.conf"
-    site.write_text(render_nginx_template({"MLFLOW_UPSTREAM": "127.0.0.1:5000", "NGINX_PORT": "127.0.0.1:8080"}))
+    site.write_text(render_nginx_template({"MLFLOW_UPSTREAM": "127.0.0.1:5000", "NGINX_PORT": "127.0.0.1:8080",
+                                           "NGINX_TLS_PORT": "127.0.0.1:8443", "NGINX_HTTPS_PORT": "8443"},
+                                          template))
+    shutil.copy(NGINX_PROXY_CONFIG, tmp_path)
+    (tmp_path / "tls").mkdir()
+    for path, name in zip(ensure_tls(tmp_path / "secrets")[:2], ("server.crt", "server.key")):
+        shutil.copy(path, tmp_path / "tls" / name)
     main = tmp_path / "nginx.conf"
     main.write_text(f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; events {{}}\n"
                     f"http {{ include {site}; }}\n")
     result = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(main)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    text = site.read_text()
+    text = NGINX_PROXY_CONFIG.read_text()
+    assert "include mlflow-proxy.conf;" in site.read_text()
     assert re.search(r"client_max_body_size\s+(0|\d+[gG]);", text)
     assert re.search(r"proxy_read_timeout\s+\d{3,}s;", text)
 
@@ -182,12 +265,12 @@ def test_server_image_pins_match_the_client_environment():
 
     server = pins(SERVE_SCRIPT.parent / "requirements.txt")
     client = pins(REPO_ROOT / "requirements.txt")
-    assert set(server) == {"mlflow", "pymysql", "boto3", "cryptography"}
+    assert set(server) == {"mlflow", "pymysql", "boto3", "cryptography", "flask-wtf", "wtforms"}
     for name, version in server.items():
         assert client.get(name) == version, f"{name}: server {version}, client {client.get(name)}"
 
 
 def test_every_stack_variable_is_documented_in_the_readme():
     readme = (REPO_ROOT / "README.md").read_text()
-    for name in stack_env():
+    for name in [*stack_env(), *SECRET_NAMES]:
         assert re.search(rf"^\|\s*`{name}`\s*\|", readme, re.M), f"{name} missing from README table"

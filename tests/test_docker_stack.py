@@ -152,3 +152,49 @@ def test_forced_local_mode_does_not_claim_there_is_no_engine(new_checkout, tmp_p
         assert local.resources()["containers"] == []
     finally:
         local.stop()
+
+
+def test_each_checkout_generates_its_own_private_secrets(docker_stack, second_checkout):
+    files = [stack.checkout / "mlflow_docker_setup" / "secrets" / "stack.env" for stack in (docker_stack, second_checkout)]
+    for path in files:
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path
+        assert oct(path.parent.stat().st_mode & 0o777) == "0o700", path.parent
+    a, b = (stack.config for stack in (docker_stack, second_checkout))
+    for name in ("MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD", "MINIO_ROOT_PASSWORD"):
+        assert a[name] != b[name] and len(a[name]) >= 24, name
+    # The generated MinIO secret is the one the artifact store really checks.
+    assert docker_stack.s3_client().head_bucket(Bucket=docker_stack.bucket)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"MLFLOW_SHARE": "1", "MYSQL_PASSWORD": "mlflow-dev-password"},
+     "refusing to share the stack: MYSQL_PASSWORD is empty, a well-known default or shorter than 12 characters"),
+    ({"MLFLOW_SHARE": "1", "MLFLOW_ADMIN_PASSWORD": ""},
+     "refusing to share the stack: MLFLOW_ADMIN_PASSWORD is empty"),
+    ({"MLFLOW_SHARE": "1", "MLFLOW_TLS_CERT": "/nonexistent/server.crt", "MLFLOW_TLS_KEY": "/nonexistent/server.key"},
+     "MLFLOW_TLS_CERT=/nonexistent/server.crt cannot be read (No such file or directory)"),
+    ({"NGINX_BIND_ADDRESS": "0.0.0.0"},
+     "NGINX_BIND_ADDRESS=0.0.0.0 would put the stack on the network without sign-in: set MLFLOW_SHARE=1"),
+    ({"MLFLOW_SHARE": "yes"}, "MLFLOW_SHARE must be 0 (local only) or 1 (shared: HTTPS and sign-in), not 'yes'"),
+])
+def test_unsafe_sharing_is_refused_before_anything_starts(new_checkout, overrides, message):
+    refused = new_checkout("checkout-refused", **overrides)
+    result = refused.script("start_mlflow.sh", timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert refused.resources() == {"containers": [], "networks": [], "volumes": [], "images": []}
+
+
+def test_a_shared_stack_publishes_only_nginx_beyond_loopback_and_shows_the_admin_once(shared_docker):
+    config = shared_docker.config
+    assert sorted(shared_docker.published_ports("nginx")) == sorted(
+        [("0.0.0.0", int(config["NGINX_PORT"])), ("0.0.0.0", int(config["NGINX_HTTPS_PORT"]))])
+    assert sorted(shared_docker.published_ports("minio")) == sorted(
+        [("127.0.0.1", int(config["MINIO_API_PORT"])), ("127.0.0.1", int(config["MINIO_CONSOLE_PORT"]))])
+    assert shared_docker.published_ports("mysql") == shared_docker.published_ports("mlflow") == []
+    started = shared_docker.start_output
+    assert f"First sign-in     : admin / {config['MLFLOW_ADMIN_PASSWORD']}" in started
+    assert "secrets/tls/ca.crt" in started
+    again = shared_docker.script("start_mlflow.sh")  # already up: a second start changes nothing
+    assert again.returncode == 0, shared_docker.last_output
+    assert config["MLFLOW_ADMIN_PASSWORD"] not in again.stdout

@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from dl_model_tracking.local_stack import RunningStack
+from listening import listening_addresses
 
 pytestmark = pytest.mark.stack
 
@@ -224,6 +225,19 @@ def test_the_server_runs_with_the_flags_of_serve_sh(stack):
     assert f"--artifacts-destination s3://{stack.bucket}" in command
     assert "--allowed-hosts localhost," in command
     assert "mysql+pymysql://" in command and "charset=utf8mb4" in command
+
+
+def test_every_service_of_the_stack_listens_on_loopback_only(stack):
+    if isinstance(stack, RunningStack):
+        pytest.skip("reads the stack's own sockets; a stack given by address has none here")
+    if hasattr(stack, "published_ports"):  # compose: what the engine publishes on the host
+        published = [binding for service in ("mysql", "minio", "mlflow", "nginx")
+                     for binding in stack.published_ports(service)]
+        assert published and {address for address, _ in published} == {"127.0.0.1"}
+        assert listening_addresses({port for _, port in published}) == {"127.0.0.1"}
+    else:  # the twin: its own processes
+        ports = {stack.mysql_port, stack.s3_port, stack.mlflow_port, stack.nginx_port}
+        assert listening_addresses(ports) == {"127.0.0.1"}
 
 
 class _Echo(mlflow.pyfunc.PythonModel):

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from dl_model_tracking.local_stack import free_port, port_open
 from dl_model_tracking.settings import REPO_ROOT
+from listening import listening_addresses
 
 
 @pytest.fixture
@@ -37,6 +38,7 @@ def test_local_mode_keeps_runs_and_models_across_stop_and_start(local_env, tmp_p
     assert "MLFLOW_STACK_MODE=local: starting a local MLflow server" in started.stdout
     assert f"http://localhost:{port}/" in started.stdout
     pid = int(open(os.path.join(local_env["MLFLOW_LOCAL_DIR"], "mlflow.pid")).read())
+    assert listening_addresses({port}) == {"127.0.0.1"}  # this machine only
 
     uri = f"http://127.0.0.1:{port}"
     client = MlflowClient(uri, registry_uri=uri)
@@ -132,3 +134,12 @@ def test_stop_without_a_running_stack_says_so(local_env):
 def test_an_unknown_mode_is_refused(local_env):
     result = run("start_mlflow.sh", {**local_env, "MLFLOW_STACK_MODE": "kubernetes"})
     assert result.returncode != 0 and "must be docker, local or auto" in result.stderr
+
+
+def test_local_mode_will_not_share(local_env):
+    result = run("start_mlflow.sh", {**local_env, "MLFLOW_SHARE": "1"})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "start_mlflow.sh: MLFLOW_SHARE=1 needs the Docker stack (nginx serves HTTPS, MySQL keeps the users); "
+        "the local server listens on this machine only. Start Docker, or set MLFLOW_SHARE=0")
+    assert not port_open(int(local_env["MLFLOW_LOCAL_PORT"]))

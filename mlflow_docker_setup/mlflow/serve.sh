@@ -20,6 +20,28 @@ export MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX="${MLFLOW_CREATE_MODE
 # this stack does not use; it adds a pool of worker processes and start-up time.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 
+# Sign-in and permissions when the stack is shared: MLflow's basic-auth app, with its
+# users in the database MLFLOW_AUTH_DATABASE_URI names. Nobody may read what they were
+# not granted; the first admin's password comes from MLFLOW_AUTH_ADMIN_PASSWORD.
+# Checking a password hash costs far more than a log_metric call, so each worker keeps a
+# successful sign-in for MLFLOW_AUTH_CACHE_SECONDS (0: check every request); a changed
+# password or a deleted user reaches the other worker within that time.
+if [ -n "${MLFLOW_AUTH_DATABASE_URI:-}" ]; then
+    : "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_AUTH_ADMIN_PASSWORD for the first admin}"
+    : "${MLFLOW_FLASK_SERVER_SECRET_KEY:?set MLFLOW_FLASK_SERVER_SECRET_KEY (signs the sign-in forms)}"
+    MLFLOW_AUTH_CONFIG_PATH="$(mktemp)"  # mode 600: it holds the database password
+    export MLFLOW_AUTH_CONFIG_PATH
+    cat >"$MLFLOW_AUTH_CONFIG_PATH" <<CONFIG
+[mlflow]
+default_permission = NO_PERMISSIONS
+database_uri = ${MLFLOW_AUTH_DATABASE_URI}
+admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_SECONDS:-30}
+CONFIG
+    set -- --app-name basic-auth
+fi
+
 exec mlflow server \
     --backend-store-uri "${MLFLOW_BACKEND_STORE_URI}" \
     --serve-artifacts \
@@ -27,4 +49,5 @@ exec mlflow server \
     --host "${MLFLOW_HOST:-0.0.0.0}" \
     --port "${MLFLOW_PORT:-5000}" \
     --workers "${MLFLOW_WORKERS:-2}" \
-    --allowed-hosts "${MLFLOW_SERVER_ALLOWED_HOSTS}"
+    --allowed-hosts "${MLFLOW_SERVER_ALLOWED_HOSTS}" \
+    "$@"

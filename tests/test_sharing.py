@@ -1,0 +1,214 @@
+"""A shared stack: sign-in, permissions, TLS and the failed-sign-in limit, on the twin and
+on compose, always through nginx and always on loopback (the compose stack publishes on
+every interface when shared; that is checked from the engine, never by connecting).
+
+The failed-sign-in limit counts per client address, and every test here comes from
+127.0.0.1: the test that trips it runs last in this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from dl_model_tracking.local_stack import LocalStack
+from dl_model_tracking.server import SignInRefused, TrackingServerUnavailable, check_server
+from dl_model_tracking.stack_secrets import SecretsError
+
+pytestmark = pytest.mark.stack
+
+
+def call(stack, path: str, credentials: tuple[str, str] | None = None, method: str = "GET",
+         body: dict | None = None, context: ssl.SSLContext | None = None):
+    """(status, headers) of one request through the stack's nginx over HTTPS."""
+    request = urllib.request.Request(stack.tracking_uri + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    if credentials:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context or stack.ssl_context()) as response:
+            return response.status, response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers
+
+
+@pytest.fixture
+def signed_in(shared_stack, monkeypatch):
+    """Point MLflow's client (and check_server) at the shared stack as a given user."""
+    def sign_in(credentials: tuple[str, str] | None):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_stack.tracking_uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(shared_stack.ca_file))
+        for name, value in zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"), credentials or ()):
+            monkeypatch.setenv(name, value)
+        if credentials is None:
+            monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+            monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        return MlflowClient(shared_stack.tracking_uri)
+    return sign_in
+
+
+def mlflow_users(stack, *args: str) -> subprocess.CompletedProcess:
+    """The users command, signed in as the first admin."""
+    user, password = stack.admin_credentials
+    env = {**os.environ, "MLFLOW_TRACKING_URI": stack.tracking_uri, "MLFLOW_TRACKING_USERNAME": user,
+           "MLFLOW_TRACKING_PASSWORD": password, "MLFLOW_TRACKING_SERVER_CERT_PATH": str(stack.ca_file)}
+    return subprocess.run([sys.executable, "-m", "dl_model_tracking.users", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def new_user(stack) -> tuple[str, str]:
+    name = f"user-{uuid.uuid4().hex[:8]}"
+    result = mlflow_users(stack, "create", name)
+    assert result.returncode == 0, result.stderr
+    password = result.stdout.split("password ", 1)[1].split()[0]
+    return name, password
+
+
+def test_anonymous_and_wrong_password_get_401_with_the_sign_in_prompt(shared_stack):
+    path = "/api/2.0/mlflow/experiments/search?max_results=1"
+    for credentials in (None, ("admin", "not-the-password")):
+        status, headers = call(shared_stack, path, credentials)
+        assert status == 401, credentials
+        assert headers["WWW-Authenticate"] == 'Basic realm="mlflow"'
+    status, headers = call(shared_stack, path, shared_stack.admin_credentials)
+    assert status == 200
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_tls_handshake_succeeds_with_the_stacks_ca_and_fails_without(shared_stack):
+    host, port = "127.0.0.1", int(shared_stack.tracking_uri.rsplit(":", 1)[1])
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with shared_stack.ssl_context().wrap_socket(raw, server_hostname=host) as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+
+
+def test_plain_http_is_redirected_to_https(shared_stack):
+    connection = http.client.HTTPConnection("127.0.0.1", shared_stack.nginx_port, timeout=10)
+    connection.request("GET", "/api/2.0/mlflow/experiments/search?max_results=1")
+    response = connection.getresponse()
+    assert response.status == 308
+    assert response.getheader("Location") == (
+        f"{shared_stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1")
+
+
+def test_admin_creates_a_user_and_grants_read_with_the_users_command(shared_stack, signed_in):
+    admin = signed_in(shared_stack.admin_credentials)
+    experiment = f"shared-{uuid.uuid4().hex[:8]}"
+    experiment_id = admin.create_experiment(experiment)
+    reader, password = new_user(shared_stack)
+    path = f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}"
+    assert call(shared_stack, path, (reader, password))[0] == 403
+
+    granted = mlflow_users(shared_stack, "grant", reader, "--experiment", experiment, "--permission", "READ")
+    assert granted.returncode == 0, granted.stderr
+    assert call(shared_stack, path, (reader, password))[0] == 200
+    # READ is not EDIT: the reader cannot log into the experiment.
+    as_reader = signed_in((reader, password))
+    with pytest.raises(MlflowException, match="PERMISSION_DENIED|403"):
+        as_reader.create_run(experiment_id)
+
+
+def test_a_user_without_permission_gets_403_on_another_users_experiment(shared_stack, signed_in):
+    owner, owner_password = new_user(shared_stack)
+    stranger, stranger_password = new_user(shared_stack)
+    experiment_id = signed_in((owner, owner_password)).create_experiment(f"owned-{uuid.uuid4().hex[:8]}")
+    path = f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}"
+    assert call(shared_stack, path, (owner, owner_password))[0] == 200
+    assert call(shared_stack, path, (stranger, stranger_password))[0] == 403
+
+
+def test_users_command_says_what_is_wrong_in_one_line(shared_stack):
+    result = mlflow_users(shared_stack, "grant", "nobody-here", "--experiment", "no-such-experiment",
+                          "--permission", "READ")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "mlflow-users: no experiment named 'no-such-experiment' (it must exist before it can be shared)"
+
+
+def test_connect_names_a_missing_or_wrong_sign_in_and_an_untrusted_certificate(shared_stack, signed_in, monkeypatch):
+    signed_in(None)
+    with pytest.raises(SignInRefused, match="asks for a sign-in: set MLFLOW_TRACKING_USERNAME"):
+        check_server(shared_stack.tracking_uri)
+    signed_in(("admin", "wrong-password"))
+    with pytest.raises(SignInRefused, match="refused the sign-in of user 'admin'"):
+        check_server(shared_stack.tracking_uri)
+    signed_in(shared_stack.admin_credentials)
+    check_server(shared_stack.tracking_uri)
+    monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    with pytest.raises(TrackingServerUnavailable, match="certificate this client does not trust.*MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        check_server(shared_stack.tracking_uri)
+
+
+def test_the_provenance_command_signs_in_from_a_dotenv_file_and_names_a_refusal(shared_stack, signed_in, tmp_path):
+    model = f"private-model-{uuid.uuid4().hex[:6]}"
+    signed_in(shared_stack.admin_credentials).create_registered_model(model)
+    stranger, password = new_user(shared_stack)
+    # Only a .env in the working directory says where the stack is and who signs in.
+    (tmp_path / ".env").write_text(
+        f"MLFLOW_TRACKING_URI={shared_stack.tracking_uri}\nMLFLOW_TRACKING_USERNAME={stranger}\n"
+        f"MLFLOW_TRACKING_PASSWORD={password}\nMLFLOW_TRACKING_SERVER_CERT_PATH={shared_stack.ca_file}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "REQUESTS_CA"))}
+    result = subprocess.run([sys.executable, "-m", "dl_model_tracking.provenance", model, "--version", "1"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("provenance: PERMISSION_DENIED: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.notebooks
+def test_the_chapter_notebook_runs_as_a_non_admin_user_with_edit(shared_stack, signed_in, run_notebook):
+    experiment = f"shared-chapter03-{uuid.uuid4().hex[:8]}"
+    admin = signed_in(shared_stack.admin_credentials)
+    experiment_id = admin.create_experiment(experiment)
+    user, password = new_user(shared_stack)
+    granted = mlflow_users(shared_stack, "grant", user, "--experiment", experiment, "--permission", "EDIT")
+    assert granted.returncode == 0, granted.stderr
+    signed_in((user, password))  # the notebook's kernel inherits this environment
+    model_name = f"nlp_dl_model_{uuid.uuid4().hex[:6]}"
+    result = run_notebook("dl_model_tracking.ipynb", EXPERIMENT_NAME=experiment,
+                          REGISTERED_MODEL_NAME=model_name)
+    run = admin.get_run(result["run_id"])
+    assert run.info.experiment_id == experiment_id and run.info.status == "FINISHED"
+    versions = admin.search_model_versions(f"name='{model_name}'")
+    assert [v.run_id for v in versions] == [result["run_id"]]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"MLFLOW_ADMIN_PASSWORD": "password1234"}, "refusing to share the stack: MLFLOW_ADMIN_PASSWORD is empty, a well-known default"),
+    ({"MINIO_ROOT_PASSWORD": ""}, "refusing to share the stack: MINIO_ROOT_PASSWORD is empty"),
+    ({"MLFLOW_TLS_CERT": "/etc/hostname", "MLFLOW_TLS_KEY": "/etc/hostname"},
+     "MLFLOW_TLS_CERT=/etc/hostname is not an unencrypted PEM certificate"),
+])
+def test_the_twin_refuses_to_share_unsafely_before_starting_anything(tmp_path, overrides, message):
+    twin = LocalStack(tmp_path / "work", share=True, secrets_dir=tmp_path / "secrets", overrides=overrides)
+    with pytest.raises(SecretsError) as refused:
+        twin.start()
+    assert str(refused.value).startswith(message)
+    assert twin.services == {}
+
+
+def test_repeated_failed_sign_ins_are_answered_429_while_the_right_one_still_works(shared_stack):
+    """Last in the module: it trips the limit for 127.0.0.1."""
+    path = "/api/2.0/mlflow/experiments/search?max_results=1"
+    statuses = [call(shared_stack, path, ("admin", f"guess-{n}"))[0] for n in range(25)]
+    assert statuses[0] == 401
+    assert 429 in statuses and set(statuses) == {401, 429}, statuses
+    assert call(shared_stack, path, shared_stack.admin_credentials)[0] == 200
