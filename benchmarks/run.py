@@ -25,6 +25,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 MB = 1024 * 1024
 
@@ -119,9 +120,9 @@ class Target:
 @contextlib.contextmanager
 def target_from_args(args, workdir: Path):
     if args.tracking_uri:
-        from dl_model_tracking.settings import stack_env
+        from dl_model_tracking.settings import SECRETS_DIR, stack_env
 
-        config = stack_env()
+        config = stack_env(SECRETS_DIR)
         yield Target(args.tracking_uri, args.mlflow_uri or args.tracking_uri, args.s3_endpoint_url,
                      {"aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", config["MINIO_ROOT_USER"]),
                       "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", config["MINIO_ROOT_PASSWORD"])},
@@ -256,6 +257,64 @@ def bench_artifacts(target: Target, config: Config, workdir: Path) -> list[Row]:
                             spread(ratio), ">= 0.8", statistics.median(ratio) >= 0.8, ratio))
         source.unlink()
     return rows
+
+
+# -- 2b. what sharing costs: TLS and sign-in -------------------------------------------------------
+def bench_sharing(config: Config, workdir: Path) -> list[Row]:
+    """A plain twin and a shared one (HTTPS through nginx, MLflow's basic-auth app) side by
+    side, the same calls on both, interleaved: the ratio is what sharing costs."""
+    from mlflow import MlflowClient
+
+    from dl_model_tracking.local_stack import LocalStack
+
+    size = 50 if not config.quick else 10
+    calls = config.metric_calls // 5  # a shared call costs up to 15 plain ones (a password hash)
+    source = workdir / f"sharing-{size}mb.bin"
+    with open(source, "wb") as handle:
+        for _ in range(size):
+            handle.write(os.urandom(MB))
+    with contextlib.ExitStack() as stacks:
+        plain = stacks.enter_context(LocalStack(workdir / "plain", secrets_dir=workdir / "plain-secrets").start())
+        shared = stacks.enter_context(LocalStack(workdir / "shared", share=True,
+                                                 secrets_dir=workdir / "shared-secrets").start())
+        # MLflow's client reads these per request; the plain stack ignores the sign-in, and
+        # the CA applies to HTTPS only.
+        user, password = shared.admin_credentials
+        stacks.enter_context(mock.patch.dict(os.environ, MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password,
+                                             MLFLOW_TRACKING_SERVER_CERT_PATH=str(shared.ca_file)))
+        stacks.callback(source.unlink)
+        sides = {"plain": plain, "shared": shared}
+        clients = {name: MlflowClient(stack.tracking_uri) for name, stack in sides.items()}
+        runs = {name: client.create_run(client.create_experiment(f"bench-sharing-{uuid.uuid4().hex[:8]}")).info.run_id
+                for name, client in clients.items()}
+
+        def per_call(name):
+            client, run_id = clients[name], runs[name]
+            return lambda: timed(lambda: [client.log_metric(run_id, "loss", 1.0 / (i + 1), step=i)
+                                          for i in range(calls)]) / calls * 1000
+
+        def upload(name):
+            return lambda: timed(lambda: clients[name].log_artifact(runs[name], str(source)))
+
+        def download(name):
+            def once():
+                destination = Path(tempfile.mkdtemp(dir=workdir))
+                seconds = timed(lambda: clients[name].download_artifacts(runs[name], source.name, str(destination)))
+                (destination / source.name).unlink()
+                return seconds
+            return once
+
+        rows = []
+        for label, make, unit in (("log_metric, caller cost per call", per_call, "ms"),
+                                  (f"{size} MB upload", upload, "s"), (f"{size} MB download", download, "s")):
+            measured = interleaved({name: make(name) for name in sides}, config.repeats)
+            for name in sides:
+                rows.append(Row("sharing", f"{label}, {name}", statistics.median(measured[name]), unit,
+                                spread(measured[name]), samples=measured[name]))
+            ratio = [s / p for s, p in zip(measured["shared"], measured["plain"])]
+            rows.append(Row("sharing", f"{label}: shared (TLS + sign-in) / plain", statistics.median(ratio),
+                            "ratio", spread(ratio), samples=ratio))
+        return rows
 
 
 # -- 3. search at scale ------------------------------------------------------------------------------
@@ -482,11 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-uri", help="that stack's MLflow server, bypassing nginx")
     parser.add_argument("--s3-endpoint-url", default="http://localhost:9000")
     parser.add_argument("--backend-store-uri", help="that stack's database URI, to seed the search benchmark")
-    parser.add_argument("--only", nargs="*", choices=["metrics", "artifacts", "search", "cold", "training"],
+    parser.add_argument("--only", nargs="*", choices=["metrics", "artifacts", "sharing", "search", "cold", "training"],
                         help="run only these groups")
     args = parser.parse_args(argv)
     config = Config.for_mode(args.quick)
-    groups = set(args.only or ["metrics", "artifacts", "search", "cold", "training"])
+    groups = set(args.only or ["metrics", "artifacts", "sharing", "search", "cold", "training"])
     started = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mlflow-bench-") as tmp:
@@ -496,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows += bench_metrics(target, config)
             if "artifacts" in groups:
                 rows += bench_artifacts(target, config, workdir)
+            if "sharing" in groups:
+                rows += bench_sharing(config, workdir)
             if "search" in groups:
                 rows += bench_search(target, config)
             if "training" in groups:

@@ -23,7 +23,7 @@ def test_quick_mode_writes_a_table_and_json(tmp_path):
     report = json.loads(out.read_text())
     assert report["mode"] == "quick" and report["machine"]["cpus"] >= 1
     groups = {row["group"] for row in report["rows"]}
-    assert groups == {"metrics", "artifacts", "search", "training", "cold start"}
+    assert groups == {"metrics", "artifacts", "sharing", "search", "training", "cold start"}
     for row in report["rows"]:
         # Structure only: a difference of two timings may come out negative under load.
         assert isinstance(row["value"], float) and math.isfinite(row["value"]), row
@@ -33,6 +33,7 @@ def test_quick_mode_writes_a_table_and_json(tmp_path):
         if row["goal"]:
             assert isinstance(row["met"], bool), row
     measures = " ".join(row["measure"] for row in report["rows"])
-    for expected in ("nginx / direct", "async MlflowClient.log_metric", "proxy / direct", "p95", "fixed cost per run",
+    for expected in ("nginx / direct", "async MlflowClient.log_metric", "proxy / direct", "shared (TLS + sign-in) / plain",
+                     "p95", "fixed cost per run",
                      "tracked / untracked", "start to healthy", "start_mlflow.sh"):
         assert expected in measures
