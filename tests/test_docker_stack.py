@@ -8,12 +8,15 @@ the ports the stacks publish on loopback.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import urllib.request
 import uuid
 
 import pytest
 from mlflow import MlflowClient
+
+from dl_model_tracking.compose_stack import docker
 
 pytestmark = pytest.mark.docker
 
@@ -192,6 +195,9 @@ def test_a_shared_stack_publishes_only_nginx_beyond_loopback_and_shows_the_admin
     assert sorted(shared_docker.published_ports("minio")) == sorted(
         [("127.0.0.1", int(config["MINIO_API_PORT"])), ("127.0.0.1", int(config["MINIO_CONSOLE_PORT"]))])
     assert shared_docker.published_ports("mysql") == shared_docker.published_ports("mlflow") == []
+    # The auth-database job leaves no anonymous volume behind (its image declares one).
+    mounts = json.loads(docker("inspect", "-f", "{{json .Mounts}}", shared_docker.container("create-auth-database")))
+    assert [m for m in mounts if m["Type"] == "volume"] == []
     started = shared_docker.start_output
     assert f"First sign-in     : admin / {config['MLFLOW_ADMIN_PASSWORD']}" in started
     assert "secrets/tls/ca.crt" in started
