@@ -56,7 +56,7 @@ choose_bind_address() {
         export NGINX_BIND_ADDRESS="${NGINX_BIND_ADDRESS:-0.0.0.0}"
     elif [ -z "${NGINX_BIND_ADDRESS:-}" ]; then
         export NGINX_BIND_ADDRESS=127.0.0.1
-    elif [[ ! "$NGINX_BIND_ADDRESS" =~ ^(127\.[0-9.]+|::1|localhost)$ ]]; then
+    elif [[ ! "$NGINX_BIND_ADDRESS" =~ ^(127\.[0-9.]+|::1)$ ]]; then
         die "NGINX_BIND_ADDRESS=$NGINX_BIND_ADDRESS would put the stack on the network without sign-in: set MLFLOW_SHARE=1 to share it (HTTPS and sign-in), or leave NGINX_BIND_ADDRESS empty"
     fi
 }
@@ -66,7 +66,7 @@ prepare_sharing() {
     local paths
     paths="$("$VENV/bin/python" -m dl_model_tracking.stack_secrets share "$SECRETS_DIR")" \
         || die "not started (nothing was changed)"
-    read -r MLFLOW_TLS_CERT_FILE MLFLOW_TLS_KEY_FILE MLFLOW_TLS_CA_FILE <<<"$paths"
+    { read -r MLFLOW_TLS_CERT_FILE; read -r MLFLOW_TLS_KEY_FILE; read -r MLFLOW_TLS_CA_FILE || true; } <<<"$paths"
     export MLFLOW_TLS_CERT_FILE MLFLOW_TLS_KEY_FILE
 }
 
@@ -76,6 +76,7 @@ start_docker() {
     export MLFLOW_LAN_HOSTNAME="${MLFLOW_LAN_HOSTNAME:-$(hostname)}"
     local ports=(NGINX_PORT MINIO_API_PORT MINIO_CONSOLE_PORT)
     if sharing; then
+        export NGINX_HTTPS_PORT="${NGINX_HTTPS_PORT:-443}"
         ports+=(NGINX_HTTPS_PORT)
         prepare_sharing
     fi
@@ -134,11 +135,11 @@ EOF
 announce_sharing() {
     cat <<EOF
   Shared            : HTTPS on $NGINX_BIND_ADDRESS port $NGINX_HTTPS_PORT (plain HTTP on $NGINX_PORT redirects), sign-in required
-  Clients trust     : $MLFLOW_TLS_CA_FILE   (MLFLOW_TRACKING_SERVER_CERT_PATH=<that file>)
+  Clients trust     : ${MLFLOW_TLS_CA_FILE:-your certificate's issuer, as for any site}${MLFLOW_TLS_CA_FILE:+   (MLFLOW_TRACKING_SERVER_CERT_PATH=<that file>)}
   Users             : .venv/bin/mlflow-users --help   (create users, grant permissions)
 EOF
     # The first admin's password, printed on the first shared start only.
-    local shown="$SECRETS_DIR/admin-password-shown"
+    local shown="$SECRETS_DIR/admin-password-shown"  # stack_secrets.ADMIN_SHOWN_MARKER
     if [ ! -f "$shown" ]; then
         cat <<EOF
   First sign-in     : admin / $MLFLOW_ADMIN_PASSWORD
@@ -205,7 +206,13 @@ EOF
 
 mode="$(stack_mode)"  # exits here on a bad MLFLOW_STACK_MODE (set -e)
 ensure_python_env
-"$VENV/bin/python" -m dl_model_tracking.stack_secrets ensure "$SECRETS_DIR" \
+# A Docker stack older than generated secrets keeps the passwords this project once
+# committed in its volumes: its first start after the change keeps using them.
+legacy=()
+if [ "$mode" = docker ] && [ ! -f "$SECRETS_DIR/stack.env" ] && [ -n "$(project_volumes)" ]; then
+    legacy=(--legacy)
+fi
+"$VENV/bin/python" -m dl_model_tracking.stack_secrets ensure "$SECRETS_DIR" "${legacy[@]}" \
     || die "cannot write the stack's secrets into $SECRETS_DIR"
 load_stack_env
 case "$mode" in

@@ -125,7 +125,7 @@ def target_from_args(args, workdir: Path):
         config = stack_env(SECRETS_DIR)
         yield Target(args.tracking_uri, args.mlflow_uri or args.tracking_uri, args.s3_endpoint_url,
                      {"aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", config["MINIO_ROOT_USER"]),
-                      "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", config["MINIO_ROOT_PASSWORD"])},
+                      "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", config.get("MINIO_ROOT_PASSWORD"))},
                      config["MLFLOW_BUCKET"], args.backend_store_uri, None)
         return
     from dl_model_tracking.local_stack import LocalStack

@@ -181,7 +181,7 @@ class LocalStack(S3Access, SharedAccess):
         self.share = share
         self.secrets_dir = Path(secrets_dir)
         # overrides play the environment's part: they win over .env and the secrets file.
-        self.config = {**stack_env(self.secrets_dir), **(overrides or {})}
+        self.config = {**stack_env(self.secrets_dir, generate=True), **(overrides or {})}
         self.bucket = self.config["MLFLOW_BUCKET"]
         self.mysql_port, self.s3_port, self.mlflow_port, self.nginx_port, self.https_port = free_ports(5)
         self.s3_credentials: dict[str, str] = {}
@@ -447,13 +447,13 @@ class RunningStack(S3Access):
             s3_credentials={
                 "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", config["MINIO_ROOT_USER"]),
                 "aws_secret_access_key": os.environ.get(
-                    "AWS_SECRET_ACCESS_KEY", config["MINIO_ROOT_PASSWORD"]),
+                    "AWS_SECRET_ACCESS_KEY", config.get("MINIO_ROOT_PASSWORD")),
             },
             bucket=os.environ.get("MLFLOW_BUCKET", config["MLFLOW_BUCKET"]),
         )
 
     def logs(self) -> str:
-        return "(stack started outside the tests: see `docker-compose logs` in mlflow_docker_setup/)"
+        return "(stack started outside the tests: see `docker logs` of its containers)"
 
 
 def ensure_private_bucket(s3, bucket: str) -> None:

@@ -31,6 +31,19 @@ class SignInRefused(TrackingServerUnavailable):
     """The server is there, but not for this client: no sign-in, a wrong one, or locked out."""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects come back as errors: a shared stack's http:// URL redirecting to https://
+    means the client would send its sign-in unencrypted first."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _open(request, context: ssl.SSLContext | None, timeout: float):
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
+    return opener.open(request, timeout=timeout)
+
+
 def _ssl_context(tracking_uri: str) -> ssl.SSLContext | None:
     """The trust MLflow's client will use: MLFLOW_TRACKING_SERVER_CERT_PATH, else requests'."""
     if not tracking_uri.startswith("https:"):
@@ -52,9 +65,15 @@ def check_server(tracking_uri: str, timeout: float = 3.0) -> None:
     hint = "Start the stack with `bash start_mlflow.sh`, or point MLFLOW_TRACKING_URI at a running server."
     context = _ssl_context(tracking_uri)
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+        with _open(url, context, timeout) as response:
             body = response.read(100).decode(errors="replace").strip()
     except urllib.error.HTTPError as error:
+        location = error.headers.get("Location", "")
+        if error.code in (301, 302, 307, 308) and location.startswith("https:"):
+            raise TrackingServerUnavailable(
+                f"{tracking_uri} redirects to HTTPS: set MLFLOW_TRACKING_URI to "
+                f"{location.removesuffix('/health')} (over http:// the sign-in would cross the network unencrypted)"
+            ) from None
         raise TrackingServerUnavailable(
             f"{url} answered HTTP {error.code} {error.reason}: the server behind {tracking_uri} "
             f"is not a healthy MLflow server (nginx up but MLflow still starting or down?). {hint}"
@@ -86,7 +105,7 @@ def check_sign_in(tracking_uri: str, context: ssl.SSLContext | None = None, time
         token = base64.b64encode(f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
-        urllib.request.urlopen(request, timeout=timeout, context=context).close()
+        _open(request, context, timeout).close()
     except urllib.error.HTTPError as error:
         if error.code == 401 and not user:
             raise SignInRefused(

@@ -1,8 +1,8 @@
 """Where things are and how clients reach the tracking server.
 
 Client settings come from the environment, then from a ``.env`` file in the working
-directory or the repository root (python-dotenv); the stack's own credentials come
-from ``mlflow_docker_setup/.env``, the file docker compose reads too.
+directory or the repository root (python-dotenv); the stack's settings come from
+``mlflow_docker_setup/.env`` and its secrets from ``mlflow_docker_setup/secrets/``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values, find_dotenv, load_dotenv
 
-from .stack_secrets import ensure_secrets
+from .stack_secrets import ensure_secrets, read_secrets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = REPO_ROOT / "mlflow_docker_setup"
@@ -53,8 +53,10 @@ def load_settings() -> Settings:
     )
 
 
-def stack_env(secrets_dir: Path | None = None) -> dict[str, str]:
+def stack_env(secrets_dir: Path | None = None, generate: bool = False) -> dict[str, str]:
     """The stack's configuration (bucket, ports, images); with ``secrets_dir``, also its
-    secrets (database and MinIO passwords, sign-in), generated there if missing."""
+    secrets (database and MinIO passwords, sign-in), generated there first if ``generate``."""
     values = {key: value for key, value in dotenv_values(STACK_ENV_FILE).items() if value is not None}
-    return {**values, **ensure_secrets(secrets_dir)} if secrets_dir else values
+    if secrets_dir is None:
+        return values
+    return {**values, **(ensure_secrets(secrets_dir) if generate else read_secrets(secrets_dir))}

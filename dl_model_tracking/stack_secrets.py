@@ -9,7 +9,7 @@ the user gives their own certificate.
 start_mlflow.sh runs this module as a command; the twin calls the functions:
 
     python -m dl_model_tracking.stack_secrets ensure DIR
-    python -m dl_model_tracking.stack_secrets share DIR   # checks, prints "cert key ca"
+    python -m dl_model_tracking.stack_secrets share DIR   # checks; prints cert, key, CA, a line each
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ WELL_KNOWN_SECRETS = frozenset({
     "password1234", "password", "admin", "root", "mlflow", "changeme",
 })
 MIN_SECRET_LENGTH = 12
+# What this project committed before secrets were generated. A stack created then keeps
+# these in its MySQL and MinIO volumes, so its first start after the change seeds them.
+LEGACY_SECRETS = {"MYSQL_PASSWORD": "mlflow-dev-password", "MYSQL_ROOT_PASSWORD": "mlflow-dev-root-password",
+                  "MINIO_ROOT_PASSWORD": "minio123"}
+# start_mlflow.sh shows the first admin's password once, then leaves this file.
+ADMIN_SHOWN_MARKER = "admin-password-shown"
 TLS_DIR = "tls"
 LEAF_DAYS = 825  # the longest validity macOS and iOS accept for a server certificate
 
@@ -48,16 +54,26 @@ class SecretsError(ValueError):
     """A secret or certificate the stack cannot use; the message says what to do."""
 
 
-def ensure_secrets(directory: Path) -> dict[str, str]:
-    """Read ``stack.env``, generating any secret it lacks; return every secret."""
+def read_secrets(directory: Path) -> dict[str, str]:
+    """The secrets in ``stack.env``, if it exists; never writes."""
+    path = Path(directory) / SECRETS_FILE
+    return {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+
+
+def ensure_secrets(directory: Path, legacy: bool = False) -> dict[str, str]:
+    """Read ``stack.env``, generating any secret it lacks; return every secret. ``legacy``:
+    a new file takes LEGACY_SECRETS, for a stack whose volumes were made with them."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     path = directory / SECRETS_FILE
-    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+    values = read_secrets(directory)
     missing = [name for name in SECRET_NAMES if name not in values]
     if missing:
-        values.update({name: secrets.token_urlsafe(24) for name in missing})
+        seeds = LEGACY_SECRETS if legacy and not path.exists() else {}
+        values.update({name: seeds.get(name) or secrets.token_urlsafe(24) for name in missing})
+        if "MLFLOW_ADMIN_PASSWORD" in missing:  # a new password is shown again
+            (directory / ADMIN_SHOWN_MARKER).unlink(missing_ok=True)
         body = "".join(f"{name}={values[name]}\n" for name in SECRET_NAMES) + "".join(
             f"{name}={value}\n" for name, value in values.items() if name not in SECRET_NAMES)
         partial = path.with_suffix(".tmp")
@@ -88,15 +104,16 @@ def tls_names(lan_hostname: str) -> list[str]:
 
 
 def ensure_tls(directory: Path, cert: str | None = None, key: str | None = None,
-               lan_hostname: str | None = None) -> tuple[Path, Path, Path]:
-    """(certificate, key, CA bundle for clients): the user's pair, checked, or one made here."""
+               lan_hostname: str | None = None) -> tuple[Path, Path, Path | None]:
+    """(certificate, key, CA file for clients): the user's pair, checked, with no CA file of
+    ours (clients trust it as they trust its issuer), or a pair made here with our CA."""
     if cert or key:
         if not (cert and key):
             raise SecretsError("set both MLFLOW_TLS_CERT and MLFLOW_TLS_KEY (PEM files), or neither "
                                "to use a generated self-signed certificate")
         cert_path, key_path = Path(cert).expanduser().resolve(), Path(key).expanduser().resolve()
         _check_pair(cert_path, key_path)
-        return cert_path, key_path, cert_path
+        return cert_path, key_path, None
     tls = Path(directory) / TLS_DIR
     cert_path, key_path, ca_path = tls / "server.crt", tls / "server.key", tls / "ca.crt"
     if not (cert_path.exists() and key_path.exists() and ca_path.exists()):
@@ -182,16 +199,25 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["ensure", "share"])
     parser.add_argument("directory", type=Path)
+    parser.add_argument("--legacy", action="store_true",
+                        help="the stack's volumes predate generated secrets: seed a new file with the old ones")
     args = parser.parse_args(argv)
     try:
-        values = ensure_secrets(args.directory)
+        if args.legacy and not (args.directory / SECRETS_FILE).exists():
+            print("This checkout's stack was created with the passwords the project used to commit; they "
+                  f"are kept in {args.directory / SECRETS_FILE} so its data stays reachable. Rotate them before "
+                  "sharing (README, \"Rotating secrets\"): sharing refuses them.", file=sys.stderr)
+        values = ensure_secrets(args.directory, legacy=args.legacy)
         if args.action == "share":
             # What the stack will run with: the environment wins over the file, as in compose.
             check_shareable({name: os.environ.get(name, values[name]) for name in SECRET_NAMES})
             paths = ensure_tls(args.directory, os.environ.get("MLFLOW_TLS_CERT") or None,
                                os.environ.get("MLFLOW_TLS_KEY") or None,
                                os.environ.get("MLFLOW_LAN_HOSTNAME") or None)
-            print(*paths)
+            for path in paths:  # one a line: paths may hold spaces; compose's mounts may not hold ':'
+                if path and ":" in str(path):
+                    raise SecretsError(f"{path}: a ':' in the path breaks Docker's bind mount; move the file")
+                print(path or "")
     except SecretsError as error:
         print(error, file=sys.stderr)
         return 1

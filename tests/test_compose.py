@@ -29,7 +29,7 @@ SHARE_OVERLAY = STACK_DIR / "docker-compose.share.yml"
 @pytest.fixture(scope="module")
 def secrets(tmp_path_factory) -> dict[str, str]:
     """The shipped .env plus secrets generated as start_mlflow.sh generates them."""
-    return stack_env(tmp_path_factory.mktemp("secrets"))
+    return stack_env(tmp_path_factory.mktemp("secrets"), generate=True)
 
 
 def compose_config(env: dict[str, str], *files: Path) -> dict:
@@ -197,9 +197,9 @@ def test_compose_and_twin_share_the_server_script(compose):
     assert re.search(r'^ENTRYPOINT \["mlflow-serve"\]$', dockerfile, re.M)
     assert "command" not in compose["services"]["mlflow"], "flags belong in serve.sh only"
     script = SERVE_SCRIPT.read_text()
-    for flag in ("--serve-artifacts", "--artifacts-destination", "--allowed-hosts",
-                 "--backend-store-uri"):
+    for flag in ("--serve-artifacts", "--artifacts-destination", "--allowed-hosts"):
         assert flag in script
+    assert "--backend-store-uri" not in script  # from MLFLOW_BACKEND_STORE_URI: no password in `ps`
 
 
 def test_compose_and_twin_share_the_nginx_and_database_config(compose):

@@ -188,6 +188,22 @@ def test_unsafe_sharing_is_refused_before_anything_starts(new_checkout, override
     assert refused.resources() == {"containers": [], "networks": [], "volumes": [], "images": []}
 
 
+def test_a_stack_older_than_generated_secrets_keeps_its_passwords_and_may_not_share_with_them(new_checkout):
+    old = new_checkout("checkout-old", MLFLOW_SHARE="1")
+    # What a stack started before this change leaves: a data volume of its compose project.
+    docker("volume", "create", "--label", f"com.docker.compose.project={old.project}", f"{old.project}_mysql-data")
+    try:
+        result = old.script("start_mlflow.sh", timeout=120)
+        assert result.returncode != 0
+        assert "created with the passwords the project used to commit" in result.stderr
+        assert "refusing to share the stack: MYSQL_PASSWORD is empty, a well-known default" in result.stderr
+        assert old.config["MYSQL_PASSWORD"] == "mlflow-dev-password" and old.config["MINIO_ROOT_PASSWORD"] == "minio123"
+        assert old.config["MLFLOW_ADMIN_PASSWORD"] not in ("", "password1234")
+        assert old.resources()["containers"] == []
+    finally:
+        docker("volume", "rm", f"{old.project}_mysql-data")
+
+
 def test_a_shared_stack_publishes_only_nginx_beyond_loopback_and_shows_the_admin_once(shared_docker):
     config = shared_docker.config
     assert sorted(shared_docker.published_ports("nginx")) == sorted(

@@ -151,6 +151,10 @@ def test_connect_names_a_missing_or_wrong_sign_in_and_an_untrusted_certificate(s
         check_server(shared_stack.tracking_uri)
     signed_in(shared_stack.admin_credentials)
     check_server(shared_stack.tracking_uri)
+    # Plain HTTP would carry the password unencrypted before the redirect: refused, with the URL to use.
+    with pytest.raises(TrackingServerUnavailable, match=f"redirects to HTTPS: set MLFLOW_TRACKING_URI to "
+                                                        f"{shared_stack.tracking_uri} "):
+        check_server(f"http://127.0.0.1:{shared_stack.nginx_port}")
     monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     with pytest.raises(TrackingServerUnavailable, match="certificate this client does not trust.*MLFLOW_TRACKING_SERVER_CERT_PATH"):

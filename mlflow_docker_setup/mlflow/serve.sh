@@ -42,8 +42,9 @@ CONFIG
     set -- --app-name basic-auth
 fi
 
+# The backend store URI holds the database password: MLflow reads it from the
+# environment (MLFLOW_BACKEND_STORE_URI), so it never shows in a process list.
 exec mlflow server \
-    --backend-store-uri "${MLFLOW_BACKEND_STORE_URI}" \
     --serve-artifacts \
     --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION}" \
     --host "${MLFLOW_HOST:-0.0.0.0}" \
