@@ -53,3 +53,50 @@ def test_chapter03_run_page_shows_its_metrics(page, chapter_notebook, stack):
         expect(page.get_by_text(metric, exact=True).first).to_be_visible()
     page.get_by_text("test_accuracy", exact=True).first.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "chapter03-run.png"), full_page=True)
+
+
+def test_a_shared_stack_asks_the_browser_to_sign_in_and_shows_a_users_run(shared_twin):
+    """The UI of a shared stack (the twin with share=True), as a team member meets it."""
+    import uuid
+
+    from mlflow import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    user, password = f"viewer-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    with _signed_in_as_admin(shared_twin):
+        client = MlflowClient(shared_twin.tracking_uri)
+        experiment_id = client.create_experiment(f"shared-ui-{uuid.uuid4().hex[:6]}")
+        run = client.create_run(experiment_id, run_name="seen-in-the-browser")
+        client.log_metric(run.info.run_id, "val_accuracy", 0.9)
+        from dl_model_tracking.users import auth_client
+
+        auth_client(shared_twin.tracking_uri).create_user(user, password)
+        auth_client(shared_twin.tracking_uri).grant_user_permission(user, "experiment", experiment_id, "READ")
+    url = f"{shared_twin.tracking_uri}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            # The certificate is checked in test_sharing; here the browser skips it.
+            anonymous = browser.new_context(ignore_https_errors=True)
+            answer = anonymous.request.get(f"{shared_twin.tracking_uri}/")
+            assert answer.status == 401 and answer.headers["www-authenticate"] == 'Basic realm="mlflow"'
+            member = browser.new_context(ignore_https_errors=True, viewport={"width": 1440, "height": 900},
+                                         http_credentials={"username": user, "password": password})
+            page = member.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            expect(page.get_by_text("seen-in-the-browser").first).to_be_visible()
+            expect(page.get_by_text("val_accuracy", exact=True).first).to_be_visible()
+            page.screenshot(path=str(SCREENSHOTS / "shared-run.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def _signed_in_as_admin(stack):
+    """MLflow's client (it reads these per request) as the shared stack's first admin."""
+    import os
+    from unittest import mock
+
+    user, password = stack.admin_credentials
+    return mock.patch.dict(os.environ, {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password,
+                                        "MLFLOW_TRACKING_SERVER_CERT_PATH": str(stack.ca_file)})
