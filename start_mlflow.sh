@@ -133,9 +133,13 @@ EOF
 }
 
 announce_sharing() {
+    local trust="your certificate's issuer, as for any site"
+    if [ -n "$MLFLOW_TLS_CA_FILE" ]; then
+        trust="$MLFLOW_TLS_CA_FILE   (MLFLOW_TRACKING_SERVER_CERT_PATH=<that file>)"
+    fi
     cat <<EOF
   Shared            : HTTPS on $NGINX_BIND_ADDRESS port $NGINX_HTTPS_PORT (plain HTTP on $NGINX_PORT redirects), sign-in required
-  Clients trust     : ${MLFLOW_TLS_CA_FILE:-your certificate's issuer, as for any site}${MLFLOW_TLS_CA_FILE:+   (MLFLOW_TRACKING_SERVER_CERT_PATH=<that file>)}
+  Clients trust     : $trust
   Users             : .venv/bin/mlflow-users --help   (create users, grant permissions)
 EOF
     # The first admin's password, printed on the first shared start only.

@@ -17,16 +17,22 @@ SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
+    """One Chromium for the module: Playwright's sync API runs one instance per thread."""
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.set_default_timeout(60_000)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.set_default_timeout(60_000)
+    return page
 
 
 def test_registered_model_version_page(page, chapter_notebook, stack):
@@ -55,12 +61,12 @@ def test_chapter03_run_page_shows_its_metrics(page, chapter_notebook, stack):
     page.screenshot(path=str(SCREENSHOTS / "chapter03-run.png"), full_page=True)
 
 
-def test_a_shared_stack_asks_the_browser_to_sign_in_and_shows_a_users_run(shared_twin):
+def test_a_shared_stack_asks_the_browser_to_sign_in_and_shows_a_users_run(shared_twin, browser):
     """The UI of a shared stack (the twin with share=True), as a team member meets it."""
     import uuid
 
     from mlflow import MlflowClient
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     user, password = f"viewer-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     with _signed_in_as_admin(shared_twin):
@@ -73,23 +79,22 @@ def test_a_shared_stack_asks_the_browser_to_sign_in_and_shows_a_users_run(shared
         auth_client(shared_twin.tracking_uri).create_user(user, password)
         auth_client(shared_twin.tracking_uri).grant_user_permission(user, "experiment", experiment_id, "READ")
     url = f"{shared_twin.tracking_uri}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            # The certificate is checked in test_sharing; here the browser skips it.
-            anonymous = browser.new_context(ignore_https_errors=True)
-            answer = anonymous.request.get(f"{shared_twin.tracking_uri}/")
-            assert answer.status == 401 and answer.headers["www-authenticate"] == 'Basic realm="mlflow"'
-            member = browser.new_context(ignore_https_errors=True, viewport={"width": 1440, "height": 900},
-                                         http_credentials={"username": user, "password": password})
-            page = member.new_page()
-            page.set_default_timeout(60_000)
-            page.goto(url)
-            expect(page.get_by_text("seen-in-the-browser").first).to_be_visible()
-            expect(page.get_by_text("val_accuracy", exact=True).first).to_be_visible()
-            page.screenshot(path=str(SCREENSHOTS / "shared-run.png"), full_page=True)
-        finally:
-            browser.close()
+    # The certificate is checked in test_sharing; here the browser skips it.
+    anonymous = browser.new_context(ignore_https_errors=True)
+    member = browser.new_context(ignore_https_errors=True, viewport={"width": 1440, "height": 900},
+                                 http_credentials={"username": user, "password": password})
+    try:
+        answer = anonymous.request.get(f"{shared_twin.tracking_uri}/")
+        assert answer.status == 401 and answer.headers["www-authenticate"] == 'Basic realm="mlflow"'
+        page = member.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        expect(page.get_by_text("seen-in-the-browser").first).to_be_visible()
+        expect(page.get_by_text("val_accuracy", exact=True).first).to_be_visible()
+        page.screenshot(path=str(SCREENSHOTS / "shared-run.png"), full_page=True)
+    finally:
+        anonymous.close()
+        member.close()
 
 
 def _signed_in_as_admin(stack):
