@@ -18,7 +18,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-import mlflow
 
 from .settings import Settings, load_settings
 
@@ -132,11 +131,13 @@ def check_sign_in(tracking_uri: str, context: ssl.SSLContext | None = None, time
 CLIENT_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 
 
-def connect(experiment_name: str | None = None, settings: Settings | None = None) -> str:
-    """Check the server, point MLflow at it and select the experiment; return its id."""
+def check_tracking_server(settings: Settings | None = None) -> str:
+    """Check the configured server (``MLFLOW_TRACKING_URI``, default http://localhost) and
+    give MLflow's client retries sized for a restart; return the URI for
+    ``mlflow.set_tracking_uri``."""
     settings = settings or load_settings()
     check_server(settings.tracking_uri)
     for name, value in CLIENT_RETRY_DEFAULTS.items():
         os.environ.setdefault(name, value)  # a value the user set wins
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    return mlflow.set_experiment(experiment_name or settings.experiment_name).experiment_id
+    return settings.tracking_uri
+

@@ -1,4 +1,5 @@
-"""Logging by hand what autologging would log: metrics, parameters and the model."""
+"""What logging by hand needs besides MLflow's calls: loggable metrics and parameters, pinned
+model requirements, and scikit-learn's binary metrics."""
 
 from __future__ import annotations
 
@@ -50,16 +51,6 @@ def metrics_to_floats(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dic
     return kept, dropped
 
 
-def log_callback_metrics(metrics: Mapping[str, Any], step: int | None = None) -> dict[str, float]:
-    """``mlflow.log_metrics`` of every numeric metric; warns naming each one dropped."""
-    kept, dropped = metrics_to_floats(metrics)
-    for name, reason in dropped.items():
-        logger.warning("metric %r not logged: %s", name, reason)
-    if kept:
-        mlflow.log_metrics(kept, step=step)
-    return kept
-
-
 # -- parameters -------------------------------------------------------------------------
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings become dotted keys; everything else is kept as it is."""
@@ -90,12 +81,12 @@ def _param_value(value: Any) -> str:
     return str(value)
 
 
-def log_params_within_limits(params: Mapping[str, Any]) -> dict[str, str]:
-    """``mlflow.log_params`` that keeps within MLflow's limits and loses nothing.
+def params_within_limits(params: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Split parameters into what ``mlflow.log_params`` accepts and every value in full.
 
-    A value longer than MLflow's limit is logged cut short with a pointer, and every
-    value in full goes to the artifact ``params/full_values.json``. A key over the key
-    limit is an error, raised before anything is logged.
+    A value longer than MLflow's limit is cut short with a pointer to
+    ``params/full_values.json``, where the full values belong (``mlflow.log_dict``). A key
+    over the key limit is an error, raised before anything is logged.
     """
     too_long_keys = [key for key in params if len(key) > MAX_ENTITY_KEY_LENGTH]
     if too_long_keys:
@@ -104,17 +95,15 @@ def log_params_within_limits(params: Mapping[str, Any]) -> dict[str, str]:
             + ", ".join(repr(k[:60] + "...") for k in too_long_keys) + "; shorten them"
         )
     full = {key: _param_value(value) for key, value in params.items()}
-    logged = {}
+    loggable = {}
     marker = f"...[cut; full value in {FULL_PARAMS_ARTIFACT}]"
     for key, value in full.items():
         if len(value) > MAX_PARAM_VAL_LENGTH:
             logger.warning("parameter %r is %d characters, over MLflow's %d: logged cut short, "
                            "full value in %s", key, len(value), MAX_PARAM_VAL_LENGTH, FULL_PARAMS_ARTIFACT)
             value = value[: MAX_PARAM_VAL_LENGTH - len(marker)] + marker
-        logged[key] = value
-    mlflow.log_params(logged)
-    mlflow.log_dict(full, FULL_PARAMS_ARTIFACT)
-    return logged
+        loggable[key] = value
+    return loggable, full
 
 
 # -- the model --------------------------------------------------------------------------
@@ -158,26 +147,6 @@ def pinned_model_requirements():
         mlflow.pytorch.log_model = original
 
 
-def log_and_register_model(model, registered_model_name: str | None, name: str = "model"):
-    """Log a flash/PyTorch model to the active run and register it, in one call.
-
-    MLflow 3's default ``pt2`` format needs a tensor input example, which a text model
-    cannot give; the pickle format is what autologging stores too.
-    """
-    from .provenance import record_registration
-
-    info = mlflow.pytorch.log_model(
-        model,
-        name=name,
-        serialization_format="pickle",
-        pip_requirements=model_pip_requirements(),
-        registered_model_name=registered_model_name,
-    )
-    if registered_model_name:
-        record_registration(registered_model_name, info.registered_model_version)
-    return info
-
-
 def load_logged_model(model_uri: str):
     """``mlflow.pytorch.load_model`` with a clear error when the URI names nothing."""
     try:
@@ -191,15 +160,6 @@ def load_logged_model(model_uri: str):
         raise
     except OSError as error:
         raise ModelNotFound(f"No model at {model_uri!r}: {error}") from None
-
-
-def log_model_summary(model, max_depth: int = 3) -> str:
-    """The Lightning model summary, as the run's ``model_summary.txt`` artifact."""
-    from pytorch_lightning.utilities.model_summary import ModelSummary
-
-    summary = str(ModelSummary(model, max_depth=max_depth))
-    mlflow.log_text(summary, "model_summary.txt")
-    return summary
 
 
 # -- scikit-learn's binary metrics ---------------------------------------------------------
@@ -222,18 +182,3 @@ def binary_classification_report(y_true: list[str], y_pred: list[str], positive_
     display = ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=labels, colorbar=False)
     display.ax_.set_title("Test set confusion matrix")
     return {k: float(v) for k, v in metrics.items()}, display.figure_
-
-
-def log_binary_classification_report(model, test_file, positive_label: str = "positive") -> dict[str, float]:
-    """Score ``model`` on a test CSV with scikit-learn; log the metrics and the figure."""
-    import matplotlib.pyplot as plt
-
-    from .data import read_split
-    from .model import predict_labels
-
-    reviews, y_true = read_split(test_file)
-    metrics, figure = binary_classification_report(y_true, predict_labels(model, reviews), positive_label)
-    mlflow.log_metrics(metrics)
-    mlflow.log_figure(figure, "confusion_matrix.png")
-    plt.close(figure)
-    return metrics

@@ -30,8 +30,7 @@ STANDIN_IMAGES = REPO_ROOT / "tests" / "standin_images"
 @contextlib.contextmanager
 def clients_pointed_at(running):
     """Clients in this process and in notebook kernels started by the tests find the stack
-    here, with the retry settings the notebooks get from connect(): without them a
-    runs:/<id>/model load retries MLflow's HTTP 500 for ~4 minutes."""
+    here, with the retry settings the notebooks get from check_tracking_server()."""
     saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", *CLIENT_RETRY_DEFAULTS)}
     previous_uri = mlflow.get_tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = running.tracking_uri

@@ -62,13 +62,13 @@ def test_the_twin_gets_distinct_ports():
         assert len(set(ports)) == 4
 
 
-def test_connect_sets_retries_for_outages_unless_the_user_chose(stack, monkeypatch):
-    from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS, connect
+def test_check_sets_retries_for_outages_unless_the_user_chose(stack, monkeypatch):
+    from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS, check_tracking_server
 
     for name in CLIENT_RETRY_DEFAULTS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "5")
-    connect("retry-defaults")
+    assert check_tracking_server() == stack.tracking_uri
     import os
 
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"

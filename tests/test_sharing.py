@@ -142,7 +142,7 @@ def test_users_command_says_what_is_wrong_in_one_line(shared_stack):
     assert result.stderr.strip() == "mlflow-users: no experiment named 'no-such-experiment' (it must exist before it can be shared)"
 
 
-def test_connect_names_a_missing_or_wrong_sign_in_and_an_untrusted_certificate(shared_stack, signed_in, monkeypatch):
+def test_the_server_check_names_a_missing_or_wrong_sign_in_and_an_untrusted_certificate(shared_stack, signed_in, monkeypatch):
     signed_in(None)
     with pytest.raises(SignInRefused, match="asks for a sign-in: set MLFLOW_TRACKING_USERNAME"):
         check_server(shared_stack.tracking_uri)
