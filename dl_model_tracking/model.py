@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -11,6 +12,7 @@ DEFAULT_BACKBONE = "prajjwal1/bert-tiny"
 BERT_TINY_DIMENSIONS = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                             intermediate_size=512, max_position_embeddings=512)
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+OFFLINE_RECIPE_KEY = "offline_backbone_recipe"
 
 
 def classification_metrics(num_classes: int, average: str = "macro"):
@@ -76,6 +78,8 @@ def build_offline_backbone(dest: str | Path, pretrain: bool = True, seed: int = 
     initialised encoder gives a frozen backbone nothing to build on, so by default the
     encoder is first trained briefly on generated reviews (another seed than the sample
     the tests train and score on), standing in for bert-tiny's pre-training.
+
+    A directory already built with the same settings is reused as it is.
     """
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -83,14 +87,21 @@ def build_offline_backbone(dest: str | Path, pretrain: bool = True, seed: int = 
     from .data import _review, sample_vocabulary
 
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     vocab = SPECIAL_TOKENS + sample_vocabulary()
+    # How this directory is built; kept in config.json (transformers ignores the extra
+    # key) once the weights are saved, so an interrupted build is never reused.
+    recipe = {"seed": seed, "pretrain": pretrain,
+              "vocabulary_sha256": hashlib.sha256("\n".join(vocab).encode()).hexdigest()}
+    if _built_recipe(dest) == recipe and (dest / "pytorch_model.bin").is_file():
+        print(f"Reusing the offline backbone in {dest} (built earlier with the same settings)", flush=True)
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
     # transformers 5 would save only tokenizer.json; the hub layout has vocab.txt.
     (dest / "vocab.txt").write_text("\n".join(vocab) + "\n")
     config = BertConfig(vocab_size=len(vocab), **BERT_TINY_DIMENSIONS)
     config.architectures = ["BertModel"]
     config_dict = json.loads(config.to_json_string())
-    (dest / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
+    _write_config(dest, config_dict)
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     if pretrain:
@@ -100,7 +111,19 @@ def build_offline_backbone(dest: str | Path, pretrain: bool = True, seed: int = 
         _pretrain(model, tokenizer, random.Random(seed), _review)
     encoder = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith("bert.")}
     torch.save(encoder, dest / "pytorch_model.bin")
+    _write_config(dest, {**config_dict, OFFLINE_RECIPE_KEY: recipe})
     return dest
+
+
+def _write_config(dest: Path, config: dict) -> None:
+    (dest / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _built_recipe(dest: Path) -> dict | None:
+    try:
+        return json.loads((dest / "config.json").read_text()).get(OFFLINE_RECIPE_KEY)
+    except (OSError, ValueError):
+        return None
 
 
 def _pretrain(model, tokenizer, rng: random.Random, make_review, steps: int = 300, batch_size: int = 32):

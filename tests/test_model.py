@@ -31,6 +31,25 @@ def test_offline_backbone_is_laid_out_like_bert_tiny_and_loads_by_path(tmp_path)
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, saved["bert.embeddings.word_embeddings.weight"])
 
 
+def test_offline_backbone_built_with_the_same_settings_is_reused(tmp_path, capsys):
+    backbone = build_offline_backbone(tmp_path / "bert-tiny", pretrain=False, seed=1)
+    weights = backbone / "pytorch_model.bin"
+    first = weights.read_bytes()
+    weights.touch()
+    built_at = weights.stat().st_mtime_ns
+    build_offline_backbone(backbone, pretrain=False, seed=1)
+    assert "Reusing the offline backbone" in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == built_at
+    # Other settings, or a build that never saved its recipe, are built again.
+    build_offline_backbone(backbone, pretrain=False, seed=2)
+    assert "Reusing" not in capsys.readouterr().out and weights.read_bytes() != first
+    config = json.loads((backbone / "config.json").read_text())
+    del config["offline_backbone_recipe"]
+    (backbone / "config.json").write_text(json.dumps(config))
+    build_offline_backbone(backbone, pretrain=False, seed=2)
+    assert "Reusing" not in capsys.readouterr().out
+
+
 def test_macro_averaged_metrics_differ_where_micro_ones_would_not():
     accuracy, f1, precision, recall = classification_metrics(num_classes=2)
     # 6 negatives and 2 positives; two false alarms and one missed positive.
