@@ -86,7 +86,6 @@ def model_provenance(name: str, version: str | int | None = None, alias: str | N
             })
 
     promotions = [e for e in events if e["action"] in ("alias_set", "alias_removed", "stage_changed", "archived")]
-    registered_event = next((e for e in events if e["action"] == "registered"), None)
     aliases = list(model_version.aliases)
     bucket = os.environ.get("MLFLOW_BUCKET", stack_env().get("MLFLOW_BUCKET", "mlflow"))
 
