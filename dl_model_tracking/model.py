@@ -65,7 +65,13 @@ def predict_labels(model, texts: list[str], batch_size: int = 32) -> list[str]:
         raise ValueError("predict_labels needs a non-empty list of strings")
     datamodule = TextClassificationData.from_lists(predict_data=list(texts), batch_size=batch_size)
     trainer = flash.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    batches = trainer.predict(model, datamodule=datamodule, output="labels")
+    # Predicting attaches this short-lived trainer to the model; a dead reference to it
+    # left behind would make pickling the model (mlflow.pytorch.log_model) fail later.
+    previous_trainer = model._trainer
+    try:
+        batches = trainer.predict(model, datamodule=datamodule, output="labels")
+    finally:
+        model.trainer = previous_trainer
     return [label for batch in batches for label in batch]
 
 
