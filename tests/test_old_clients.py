@@ -38,11 +38,11 @@ VENV_CACHE = REPO_ROOT / ".cache" / "old-clients"
 # so there was nothing older to bisect.
 OLDEST_2X = "2.0.0"
 
-# What old releases need from today's PyPI: setuptools below 81 for pkg_resources, which
+# What old releases need from today's PyPI: setuptools below 82 for pkg_resources, which
 # MLflow 1.x and 2.x (to 2.9 at least) import when loaded (and a venv made without pip
 # has no setuptools); protobuf 3 for MLflow before 1.30, whose generated code protobuf 4
 # and later refuse to load while its requirement leaves protobuf unbounded.
-NEEDS_PKG_RESOURCES = "setuptools<81"
+NEEDS_PKG_RESOURCES = "setuptools<82"
 OLD_PROTOBUF = "protobuf<4"
 
 ARTIFACTS_UNKNOWN = "Could not find a registered artifact repository for: mlflow-artifacts:/"
