@@ -128,8 +128,29 @@ Tracking stack is up (compose project $COMPOSE_PROJECT_NAME).
 EOF
     if sharing; then
         announce_sharing
+    else
+        announce_direct_s3
     fi
     echo "Stop it with: bash stop_mlflow.sh (data is kept)"
+}
+
+# The book's way: a client on this machine writes an s3:// experiment's artifacts straight
+# to MinIO with the root keys. Not offered when shared: those keys bypass the sign-in, and
+# MinIO listens on loopback only. The secret is read from its file, never printed.
+announce_direct_s3() {
+    local file secret
+    file="$(printf '%q' "$SECRETS_DIR/stack.env")"
+    secret="\"\$(grep ^MINIO_ROOT_PASSWORD= $file | cut -d= -f2-)\""
+    if [ "$(grep ^MINIO_ROOT_PASSWORD= "$SECRETS_DIR/stack.env" | cut -d= -f2-)" != "$MINIO_ROOT_PASSWORD" ]; then
+        secret='"$MINIO_ROOT_PASSWORD"   # the value this stack was started with'
+    fi
+    cat <<EOF
+  The book's way    : clients write artifacts straight to MinIO, for an experiment created with
+                      artifact_location="s3://${MLFLOW_BUCKET}/<prefix>" (README, "URLs and credentials"), after:
+    export MLFLOW_S3_ENDPOINT_URL=http://localhost:${MINIO_API_PORT}
+    export AWS_ACCESS_KEY_ID=${MINIO_ROOT_USER}
+    export AWS_SECRET_ACCESS_KEY=${secret}
+EOF
 }
 
 announce_sharing() {

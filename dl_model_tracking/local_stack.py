@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -77,6 +78,14 @@ class S3Access:
 
     def s3_client(self):
         return s3_client(self.s3_endpoint_url, self.s3_credentials)
+
+    @property
+    def s3_env(self) -> dict[str, str]:
+        """The variables that let a process write to the bucket itself: the MLflow server's,
+        and a client's for the book's way (an experiment whose artifact location is s3://)."""
+        return {"MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
+                "AWS_ACCESS_KEY_ID": self.s3_credentials["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": self.s3_credentials["aws_secret_access_key"]}
 
 
 class SharedAccess:
@@ -370,9 +379,7 @@ class LocalStack(S3Access, SharedAccess):
             env={
                 "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
                 "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{self.bucket}",
-                "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
-                "AWS_ACCESS_KEY_ID": self.s3_credentials["aws_access_key_id"],
-                "AWS_SECRET_ACCESS_KEY": self.s3_credentials["aws_secret_access_key"],
+                **self.s3_env,
                 "MLFLOW_HOST": "127.0.0.1",
                 "MLFLOW_PORT": str(self.mlflow_port),
                 "MLFLOW_WORKERS": os.environ.get("MLFLOW_WORKERS", self.config.get("MLFLOW_WORKERS", "2")),
@@ -502,7 +509,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, exit_once)
     with LocalStack(workdir).start() as stack:
         print(f"healthy in {stack.startup_seconds:.1f} s; tracking URI {stack.tracking_uri}; "
-              f"S3 endpoint {stack.s3_endpoint_url}; logs in {workdir}", flush=True)
+              f"S3 endpoint {stack.s3_endpoint_url}; logs in {workdir}")
+        # The keys are this twin's own, minted at start and gone with it: printed as they are.
+        print(f"The book's way (artifacts straight to S3, for experiments at s3://{stack.bucket}/<prefix>):")
+        print("\n".join(f"  export {name}={shlex.quote(value)}" for name, value in stack.s3_env.items()), flush=True)
         signal.pause()
 
 

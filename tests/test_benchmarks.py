@@ -33,7 +33,8 @@ def test_quick_mode_writes_a_table_and_json(tmp_path):
         if row["goal"]:
             assert isinstance(row["met"], bool), row
     measures = " ".join(row["measure"] for row in report["rows"])
-    for expected in ("nginx / direct", "async MlflowClient.log_metric", "proxy / direct", "shared (TLS + sign-in) / plain",
+    for expected in ("nginx / direct", "async MlflowClient.log_metric", "proxy / direct", "book's way / proxy",
+                     "shared (TLS + sign-in) / plain",
                      "p95", "fixed cost per run",
                      "tracked / untracked", "start to healthy", "start_mlflow.sh"):
         assert expected in measures
