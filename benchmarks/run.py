@@ -404,7 +404,7 @@ def bench_search(target: Target, config: Config) -> list[Row]:
             Row("search", f"seeding {label} into MySQL", seed_seconds, "s")]
     page = ui_runs_page_seconds(target, experiment)
     if page is not None:
-        rows.append(Row("search", f"UI runs page of that experiment, first rows shown", page, "s"))
+        rows.append(Row("search", "UI runs page of that experiment, first rows shown", page, "s"))
     return rows
 
 
@@ -500,7 +500,6 @@ def _training_rows(config, workdir, upload_mb_per_s, backbone, fine_tune) -> lis
     sides = {mode: (lambda mode=mode: fine_tune(small, config.fixed_epochs, mode))
              for mode in ("untracked", "stock autolog", "project helpers")}
     seconds = interleaved(sides, config.repeats)
-    untracked = statistics.median(seconds["untracked"])
     model_mb = (backbone / "pytorch_model.bin").stat().st_size / MB
     upload = model_mb / upload_mb_per_s if upload_mb_per_s else 0.0
     for mode in ("untracked", "stock autolog", "project helpers"):
