@@ -21,36 +21,19 @@ STACK_ENV_FILE = STACK_DIR / ".env"
 SECRETS_DIR = STACK_DIR / "secrets"
 
 DEFAULT_TRACKING_URI = "http://localhost"
-DEFAULT_EXPERIMENT_NAME = "dl_model_chapter03"
 DEFAULT_REGISTERED_MODEL_NAME = "nlp_dl_model"
 
 
 @dataclass(frozen=True)
 class Settings:
     tracking_uri: str = DEFAULT_TRACKING_URI
-    experiment_name: str = DEFAULT_EXPERIMENT_NAME
-    registered_model_name: str = DEFAULT_REGISTERED_MODEL_NAME
-    # Only needed when a client writes to the bucket directly (the book's way); with the
-    # stack's proxied artifacts the client needs no S3 credentials at all.
-    s3_endpoint_url: str | None = None
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
 
 
 def load_settings() -> Settings:
     """Read client settings; variables already in the environment win over ``.env``."""
     dotenv_path = find_dotenv(usecwd=True) or str(REPO_ROOT / ".env")
     load_dotenv(dotenv_path, override=False)
-    return Settings(
-        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
-        experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT_NAME),
-        registered_model_name=os.environ.get(
-            "MLFLOW_REGISTERED_MODEL_NAME", DEFAULT_REGISTERED_MODEL_NAME
-        ),
-        s3_endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL"),
-        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-    )
+    return Settings(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
 
 
 def stack_env(secrets_dir: Path | None = None, generate: bool = False) -> dict[str, str]:

@@ -13,7 +13,6 @@ from importlib import metadata
 from typing import Any
 
 import mlflow
-from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -23,10 +22,6 @@ FULL_PARAMS_ARTIFACT = "params/full_values.json"
 MODEL_DISTRIBUTIONS = ["torch", "lightning-flash", "pytorch-lightning", "torchmetrics",
                        "transformers", "sentence-transformers", "datasets", "sentencepiece",
                        "numpy", "pandas", "setuptools", "mlflow"]
-
-
-class ModelNotFound(LookupError):
-    """A model URI names nothing the tracking server has."""
 
 
 # -- metrics --------------------------------------------------------------------------
@@ -62,17 +57,6 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def collect_params(trainer, model) -> dict[str, Any]:
-    """The chapter's hand-logged parameters: epochs, the first optimizer and its defaults, hparams."""
-    params: dict[str, Any] = {"epochs": trainer.max_epochs}
-    if trainer.optimizers:
-        optimizer = trainer.optimizers[0]
-        params["optimizer_name"] = type(optimizer).__name__
-        params.update(flatten(optimizer.defaults, prefix="optimizer."))
-    params.update(flatten(dict(model.hparams), prefix="hparams."))
-    return params
 
 
 def _param_value(value: Any) -> str:
@@ -147,27 +131,14 @@ def pinned_model_requirements():
         mlflow.pytorch.log_model = original
 
 
-def load_logged_model(model_uri: str):
-    """``mlflow.pytorch.load_model`` with a clear error when the URI names nothing."""
-    try:
-        return mlflow.pytorch.load_model(model_uri)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ModelNotFound(
-                f"No model at {model_uri!r}: {error.message}. Use a URI of a logged model, "
-                "e.g. runs:/<run_id>/model or models:/<registered name>/<version>."
-            ) from None
-        raise
-    except OSError as error:
-        raise ModelNotFound(f"No model at {model_uri!r}: {error}") from None
-
-
 # -- scikit-learn's binary metrics ---------------------------------------------------------
 def binary_classification_report(y_true: list[str], y_pred: list[str], positive_label: str = "positive"):
-    """Precision, recall and F1 of the positive class, and a confusion-matrix figure."""
-    import matplotlib
+    """Precision, recall and F1 of the positive class, and a confusion-matrix figure.
 
-    matplotlib.use("Agg")
+    The figure is made without pyplot, so the caller's plotting backend is left alone and
+    nothing needs closing.
+    """
+    from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, f1_score, precision_score, recall_score
 
     if len(y_true) != len(y_pred) or not y_true:
@@ -179,6 +150,7 @@ def binary_classification_report(y_true: list[str], y_pred: list[str], positive_
         "test_binary_accuracy": accuracy_score(y_true, y_pred),
     }
     labels = sorted(set(y_true) | set(y_pred))
-    display = ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=labels, colorbar=False)
+    display = ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=labels, colorbar=False,
+                                                      ax=Figure().subplots())
     display.ax_.set_title("Test set confusion matrix")
     return {k: float(v) for k, v in metrics.items()}, display.figure_

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 
 import mlflow
 import pytest
@@ -13,11 +12,8 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from dl_model_tracking.tracking import (
     FULL_PARAMS_ARTIFACT,
-    ModelNotFound,
     binary_classification_report,
-    collect_params,
     flatten,
-    load_logged_model,
     metrics_to_floats,
     model_pip_requirements,
     params_within_limits,
@@ -49,21 +45,6 @@ def test_flatten_nests_with_dots():
     assert flatten({"a": 1, "b": {"c": 2, "d": {"e": 3}}}) == {"a": 1, "b.c": 2, "b.d.e": 3}
 
 
-def test_collect_params_reads_epochs_optimizer_and_hparams():
-    class Trainer:
-        max_epochs = 3
-        optimizers = [torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)]
-
-    class Model:
-        hparams = {"backbone": "prajjwal1/bert-tiny", "num_classes": 2, "extra": {"max_length": 128}}
-
-    params = collect_params(Trainer(), Model())
-    assert params["epochs"] == 3 and params["optimizer_name"] == "Adam"
-    assert params["optimizer.lr"] == 0.01 and params["optimizer.betas"] == (0.9, 0.999)
-    assert params["hparams.backbone"] == "prajjwal1/bert-tiny"
-    assert params["hparams.extra.max_length"] == 128
-
-
 @pytest.mark.stack
 def test_too_long_param_value_is_cut_with_a_pointer_and_kept_in_full(experiment_id, caplog):
     long_value = "x" * (MAX_PARAM_VAL_LENGTH + 500)
@@ -90,16 +71,6 @@ def test_model_requirements_pin_the_running_environment():
     assert "torch==2.13.0" in pins
     assert f"mlflow=={mlflow.__version__}" in pins
     assert any(p.startswith("lightning-flash==0.8.2") for p in pins)
-
-
-@pytest.mark.stack
-@pytest.mark.parametrize("uri", [
-    "runs:/0123456789abcdef0123456789abcdef/model",
-    f"models:/no-such-model-{uuid.uuid4().hex[:6]}/1",
-])
-def test_unknown_model_uri_gets_a_clear_error(stack, uri):
-    with pytest.raises(ModelNotFound, match="No model at"):
-        load_logged_model(uri)
 
 
 def test_binary_report_scores_the_positive_class():
