@@ -82,6 +82,19 @@ def test_sample_has_the_imdb_layout_and_balanced_labels(tmp_path):
     assert again.train.read_text() == files.train.read_text(), "the same seed gives the same data"
 
 
+def test_sample_generated_with_the_same_settings_is_reused(tmp_path, capsys):
+    sizes = {"train": 40, "val": 10, "test": 10}
+    files = write_sample_dataset(tmp_path, sizes=sizes)
+    assert f"Writing 60 generated reviews into {tmp_path / 'imdb'}" in capsys.readouterr().out
+    files.train.write_text("review,sentiment\nmarked by the test,positive\n")
+    write_sample_dataset(tmp_path, sizes=sizes)
+    assert "Reusing the sample reviews" in capsys.readouterr().out
+    assert "marked by the test" in files.train.read_text()
+    # Other settings are written again.
+    write_sample_dataset(tmp_path, sizes=sizes, seed=8)
+    assert "Writing 60" in capsys.readouterr().out and "marked by the test" not in files.train.read_text()
+
+
 def test_load_imdb_builds_the_chapters_datamodule(tmp_path):
     write_sample_dataset(tmp_path, sizes={"train": 40, "val": 10, "test": 10})
     datamodule = load_imdb(tmp_path, batch_size=8)
