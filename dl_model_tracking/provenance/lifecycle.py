@@ -18,7 +18,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from .lookups import ProvenanceError, _get_version, _registered_model, _version_by_alias
+from .lookups import ProvenanceError, lookup_alias, lookup_model, lookup_version
 from .tags import EVENT_TAG, TAG, current_user
 
 
@@ -61,7 +61,7 @@ def promote(name: str, version: str | int, alias: str = "champion", *, reason: s
     reason = _require_reason(reason)
     client = MlflowClient()
     version = str(version)
-    _get_version(client, name, version)
+    lookup_version(client, name, version)
     previous = None
     with contextlib.suppress(MlflowException):
         previous = client.get_model_version_by_alias(name, alias).version
@@ -77,7 +77,7 @@ def demote(name: str, alias: str, *, reason: str, by: str | None = None) -> dict
     """Take ``alias`` away from the version holding it, recording why."""
     reason = _require_reason(reason)
     client = MlflowClient()
-    holder = _version_by_alias(client, name, alias).version
+    holder = lookup_alias(client, name, alias).version
     client.delete_registered_model_alias(name, alias)
     return record_event(name, holder, "alias_removed", reason=reason, by=by, client=client, alias=alias)
 
@@ -86,7 +86,7 @@ def archive(name: str, version: str | int, *, reason: str, by: str | None = None
     """Retire a version: drop its aliases and mark it archived, recording why."""
     reason = _require_reason(reason)
     client = MlflowClient()
-    model_version = _get_version(client, name, str(version))
+    model_version = lookup_version(client, name, str(version))
     for alias in model_version.aliases:
         client.delete_registered_model_alias(name, alias)
     client.set_model_version_tag(name, str(version), TAG + "archived", "true")
@@ -107,7 +107,7 @@ def transition_stage(name: str, version: str | int, stage: str, *, reason: str, 
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
     client = MlflowClient()
-    previous = _get_version(client, name, str(version)).current_stage
+    previous = lookup_version(client, name, str(version)).current_stage
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         client.transition_model_version_stage(name, str(version), stage)
@@ -118,7 +118,7 @@ def transition_stage(name: str, version: str | int, stage: str, *, reason: str, 
 def latest_version(name: str) -> str:
     """The newest version number of a registered model."""
     client = MlflowClient()
-    _registered_model(client, name)
+    lookup_model(client, name)
     versions = [int(v.version) for v in client.search_model_versions(f"name='{name}'")]
     if not versions:
         raise ProvenanceError(f"{name!r} has no versions yet")
@@ -127,9 +127,9 @@ def latest_version(name: str) -> str:
 
 def history(name: str, version: str | int) -> list[dict]:
     """The version's lifecycle events (registration, aliases, stages), oldest first."""
-    return _events(_get_version(MlflowClient(), name, str(version)))
+    return version_events(lookup_version(MlflowClient(), name, str(version)))
 
 
-def _events(model_version) -> list[dict]:
+def version_events(model_version) -> list[dict]:
     return [json.loads(value) for key, value in sorted(model_version.tags.items())
             if key.startswith(EVENT_TAG)]

@@ -10,7 +10,7 @@ class ProvenanceError(LookupError):
     """The model, version or alias asked about does not exist; the message lists what does."""
 
 
-def _registered_model(client: MlflowClient, name: str):
+def lookup_model(client: MlflowClient, name: str):
     try:
         return client.get_registered_model(name)
     except MlflowException as error:
@@ -21,8 +21,8 @@ def _registered_model(client: MlflowClient, name: str):
                               f"{', '.join(names) or '(none)'}") from None
 
 
-def _get_version(client: MlflowClient, name: str, version: str):
-    _registered_model(client, name)
+def lookup_version(client: MlflowClient, name: str, version: str):
+    lookup_model(client, name)
     try:
         return client.get_model_version(name, version)
     except MlflowException as error:
@@ -33,8 +33,8 @@ def _get_version(client: MlflowClient, name: str, version: str):
                               f"{', '.join(map(str, versions)) or '(none)'}") from None
 
 
-def _version_by_alias(client: MlflowClient, name: str, alias: str):
-    model = _registered_model(client, name)
+def lookup_alias(client: MlflowClient, name: str, alias: str):
+    model = lookup_model(client, name)
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as error:

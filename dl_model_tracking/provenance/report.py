@@ -14,8 +14,8 @@ from mlflow.exceptions import MlflowException
 
 from ..server import check_server
 from ..settings import load_settings, stack_env
-from .lifecycle import _events
-from .lookups import _get_version, _version_by_alias
+from .lifecycle import version_events
+from .lookups import lookup_alias, lookup_version
 from .tags import REQUIREMENTS_ARTIFACT, TAG
 
 
@@ -53,10 +53,10 @@ def model_provenance(name: str, version: str | int | None = None, alias: str | N
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     if (version is None) == (alias is None):
         raise ValueError("give exactly one of version or alias")
-    model_version = (_version_by_alias(client, name, alias) if alias
-                     else _get_version(client, name, str(version)))
+    model_version = (lookup_alias(client, name, alias) if alias
+                     else lookup_version(client, name, str(version)))
     registered = client.get_registered_model(name)
-    events = _events(model_version)
+    events = version_events(model_version)
 
     run, run_state = None, "no run recorded"
     if model_version.run_id:
