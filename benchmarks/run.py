@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -198,20 +197,14 @@ def bench_metrics(target: Target, config: Config) -> list[Row]:
 
 
 # -- 2. artifacts ------------------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(MB), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def bench_artifacts(target: Target, config: Config, workdir: Path) -> list[Row]:
     """Three ways for the same bytes: the MLflow client through nginx and the server's proxy
     (the stack's default), the MLflow client straight to S3 for an experiment whose artifact
     location is the bucket (the book's way: MLFLOW_S3_ENDPOINT_URL and the keys exported),
     and boto3 straight to S3 (the floor)."""
     from mlflow import MlflowClient
+
+    from dl_model_tracking.provenance import sha256_file
 
     client = MlflowClient(target.tracking_uri)
     s3 = target.s3_client()
@@ -229,11 +222,11 @@ def bench_artifacts(target: Target, config: Config, workdir: Path) -> list[Row]:
             with open(source, "wb") as handle:
                 for _ in range(size):
                     handle.write(os.urandom(MB))
-            expected = sha256(source)
+            expected = sha256_file(source)
             key = f"bench-direct/{uuid.uuid4().hex}/{source.name}"
 
             def check(path: Path) -> None:
-                if sha256(path) != expected:
+                if sha256_file(path) != expected:
                     raise AssertionError(f"{path} differs from what was uploaded")
 
             def client_download(run):
