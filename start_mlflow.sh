@@ -198,9 +198,13 @@ start_local() {
         die "port $LOCAL_PORT is in use by another program: stop it, or pick another port: MLFLOW_LOCAL_PORT=5001 bash start_mlflow.sh"
     fi
     mkdir -p "$LOCAL_DIR/artifacts"
+    # A file:// destination (not a bare path) is served by mlflow-s3-not-found's
+    # repository, which answers a full disk with 507 instead of a retried 500.
+    local artifacts
+    artifacts="$(cd "$LOCAL_DIR/artifacts" && pwd)"
     # setsid: the server and its workers form one process group that stop_mlflow.sh ends.
     MLFLOW_BACKEND_STORE_URI="sqlite:///$LOCAL_DIR/mlflow.db" \
-    MLFLOW_ARTIFACTS_DESTINATION="$LOCAL_DIR/artifacts" \
+    MLFLOW_ARTIFACTS_DESTINATION="file://$artifacts" \
     MLFLOW_HOST=127.0.0.1 MLFLOW_PORT="$LOCAL_PORT" \
     PATH="$(dirname "$mlflow_bin"):$PATH" \
         setsid sh "$STACK_DIR/mlflow/serve.sh" >>"$LOCAL_DIR/mlflow.log" 2>&1 </dev/null &
@@ -229,6 +233,8 @@ Stop it with: bash stop_mlflow.sh
 EOF
 }
 
+# A broken .env or mode stops the start before anything is prepared or started.
+load_env_file "$STACK_DIR/.env" --check
 mode="$(stack_mode)"  # exits here on a bad MLFLOW_STACK_MODE (set -e)
 ensure_python_env
 # A Docker stack older than generated secrets keeps the passwords this project once

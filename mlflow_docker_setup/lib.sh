@@ -30,16 +30,26 @@ stack_mode() {
 }
 
 # NAME=value lines of a file, exported unless the variable is already in the environment
-# (as compose does).
+# (as compose does); with --check, only checked. A line that is not NAME=value stops the
+# script, naming the line but not quoting it (secrets/stack.env holds passwords). As
+# compose reads them: a Windows line end and one pair of surrounding quotes are no part
+# of the value.
 load_env_file() {
-    local file="$1" line name value
+    local file="$1" check="${2:-}" line name value number=0
+    local where="${file#"$ROOT/"}"
+    [ -r "$file" ] || die "$where is missing or unreadable: restore it (git checkout -- $where)"
     while IFS= read -r line || [ -n "$line" ]; do
+        number=$((number + 1))
+        line="${line%$'\r'}"
         case "$line" in ''|'#'*) continue ;; esac
-        [[ "$line" == *=* ]] || die "${file#"$ROOT/"}: '$line' is not NAME=value"
         name="${line%%=*}"
+        [[ "$line" == *=* && "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] \
+            || die "$where line $number is not NAME=value (or a # comment): fix or remove that line"
         value="${line#*=}"
-        [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "${file#"$ROOT/"}: '$name' is not a variable name"
-        [ -n "${!name+set}" ] || export "$name=$value"
+        if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
+            value="${BASH_REMATCH[1]}"
+        fi
+        [ -n "$check" ] || [ -n "${!name+set}" ] || export "$name=$value"
     done <"$file"
 }
 

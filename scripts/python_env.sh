@@ -1,6 +1,7 @@
 # The pinned Python environment in .venv, shared by start_mlflow.sh (the notebooks' kernel)
-# and tests/run.sh. Sourced, not run; expects $ROOT. Rebuilt only when requirements.txt or
-# pyproject.toml changed (their checksums are kept in .venv/.requirements.sha256).
+# and tests/run.sh. Sourced, not run; expects $ROOT. Rebuilt only when requirements.txt,
+# pyproject.toml or the server plugin's pyproject.toml changed (their checksums are kept
+# in .venv/.requirements.sha256).
 # MLFLOW_VENV=DIR names an environment of your own instead, used as it is.
 VENV="${MLFLOW_VENV:-$ROOT/.venv}"
 
@@ -57,6 +58,6 @@ ensure_python_env() {
         echo "$(basename "$0"): installing requirements.txt into .venv failed; the full log is $log" >&2
         return 1
     fi
-    (cd "$ROOT" && sha256sum requirements.txt pyproject.toml >.venv/.requirements.sha256)
+    (cd "$ROOT" && sha256sum requirements.txt pyproject.toml mlflow_docker_setup/mlflow/s3_not_found/pyproject.toml >.venv/.requirements.sha256)
     echo "Python environment ready: .venv (select it as the notebooks' kernel in VS Code or Jupyter)"
 }

@@ -1,23 +1,88 @@
-"""MLflow's S3 artifact repository, answering a missing object with "not found".
+"""MLflow's S3 and local artifact repositories, answering errors that are not the server's
+with a status clients do not retry.
 
-MLflow's tracking server lets boto3's 404 escape ``S3ArtifactRepository._download_file``,
-so a download of an artifact that does not exist is answered with HTTP 500 (MLflow issue
-#24535, open in 3.17 and 3.18). Clients retry a 500 with growing pauses, so
-``mlflow.pytorch.load_model("runs:/<id>/model")``, which looks for the model among the
-run's own files before the logged model, waited about four minutes on an S3-backed
-server. Raising ``RESOURCE_DOES_NOT_EXIST`` instead makes the server answer 404, which
-clients do not retry. Drop this package once MLflow maps the error itself.
+MLflow's client retries every HTTP 500 with growing pauses (about a minute with the
+stack's client settings, four with MLflow's own), then reports only "too many 500 error
+responses". Two errors of the artifact store reached clients that way:
+
+- **A missing object.** MLflow's tracking server lets boto3's 404 escape
+  ``S3ArtifactRepository._download_file`` (MLflow issue #24535, open in 3.17 and 3.18),
+  so ``mlflow.pytorch.load_model("runs:/<id>/model")``, which looks for the model among
+  the run's own files before the logged model, waited about four minutes on an S3-backed
+  server. Raising ``RESOURCE_DOES_NOT_EXIST`` makes the server answer 404.
+- **A full artifact store.** A disk with no space left (local mode's artifact folder) or
+  MinIO refusing a write below its free-space threshold surfaced as a 500 too, so a
+  ``log_artifact`` waited a minute for an error that does not name the cause. Retrying
+  cannot help until someone frees space, so it is answered with 507 Insufficient Storage
+  and a message saying so; nothing is stored (MLflow removes the partial file).
+
+The entry points (pyproject.toml) put these classes in place of MLflow's for ``s3://``
+and ``file://`` in every process that has this package installed; they behave exactly as
+MLflow's otherwise. Drop a mapping once MLflow makes it itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, RESOURCE_EXHAUSTED
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository as _LocalArtifactRepository
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository as _S3ArtifactRepository
 
 # What S3 servers answer for a missing key: GetObject's code, HeadObject's bare status.
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+# MinIO below its free-space threshold ("Storage backend has reached its minimum free
+# drive threshold", HTTP 507). Amazon S3 never fills; other servers may only say 500.
+_S3_FULL = {"XMinioStorageFull"}
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class ArtifactStoreFull(MlflowException):
+    """Answered with HTTP 507, which MLflow's client raises at once instead of retrying
+    (MLflow maps no error code to 507, hence the override)."""
+
+    def __init__(self, where: str):
+        super().__init__(
+            f"The artifact store is full ({where}): nothing was stored. "
+            "Free space there or give it more, then log the artifact again.",
+            error_code=RESOURCE_EXHAUSTED,
+        )
+
+    def get_http_status_code(self) -> int:
+        return 507
+
+
+@contextlib.contextmanager
+def _disk_full_raised_as_store_full(where: str):
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _DISK_FULL:
+            raise
+        raise ArtifactStoreFull(f"no space left in {where}") from None
+
+
+class LocalArtifactRepository(_LocalArtifactRepository):
+    # Every way the server and clients write a file into the store.
+    def log_artifact(self, local_file, artifact_path=None):
+        with _disk_full_raised_as_store_full(self.artifact_dir):
+            super().log_artifact(local_file, artifact_path)
+
+    def log_artifacts(self, local_dir, artifact_path=None):
+        with _disk_full_raised_as_store_full(self.artifact_dir):
+            super().log_artifacts(local_dir, artifact_path)
+
+    def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
+        with _disk_full_raised_as_store_full(self.artifact_dir):
+            super().log_artifact_from_stream(stream, artifact_file_name, artifact_path)
+
+    async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
+        with _disk_full_raised_as_store_full(self.artifact_dir):
+            await super().log_artifact_from_async_stream(chunks, artifact_file_name, artifact_path)
 
 
 class S3ArtifactRepository(_S3ArtifactRepository):
@@ -31,3 +96,14 @@ class S3ArtifactRepository(_S3ArtifactRepository):
                 f"No artifact at '{remote_file_path}' in {self.artifact_uri}",
                 error_code=RESOURCE_DOES_NOT_EXIST,
             ) from None
+
+    def _upload_file(self, s3_client, local_file, bucket, key):
+        try:
+            super()._upload_file(s3_client, local_file, bucket, key)
+        except (ClientError, S3UploadFailedError) as error:
+            # boto3 wraps a failed upload's ClientError in S3UploadFailedError, as its context.
+            client_error = error if isinstance(error, ClientError) else error.__context__
+            code = getattr(client_error, "response", {}).get("Error", {}).get("Code")
+            if code not in _S3_FULL:
+                raise
+            raise ArtifactStoreFull(f"the S3 server refused to store s3://{bucket}/{key}: {code}") from None
