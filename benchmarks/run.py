@@ -1,4 +1,5 @@
-"""What tracking costs a training run, and how fast the stack logs, stores and searches.
+"""What tracking costs a training run, and how fast the stack logs (also with many writers
+at once), stores and searches.
 
     python -m benchmarks.run [--quick] [--json results.json]
 
@@ -60,6 +61,8 @@ class Config:
     fixed_sizes: dict
     marginal_epochs: int
     marginal_sizes: dict
+    writer_counts: list[int]
+    writer_seconds: float
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Config":
@@ -67,11 +70,12 @@ class Config:
             return cls(quick=True, repeats=2, metric_calls=100, artifact_sizes_mb=[10], search_runs=1000,
                        search_queries=10, cold_starts=1, fixed_epochs=1,
                        fixed_sizes={"train": 64, "val": 32, "test": 32}, marginal_epochs=2,
-                       marginal_sizes={"train": 400, "val": 64, "test": 64})
+                       marginal_sizes={"train": 400, "val": 64, "test": 64}, writer_counts=[1, 4], writer_seconds=5)
         return cls(quick=False, repeats=5, metric_calls=500, artifact_sizes_mb=[10, 200], search_runs=10_000,
                    search_queries=50, cold_starts=3, fixed_epochs=1,
                    fixed_sizes={"train": 64, "val": 32, "test": 32}, marginal_epochs=10,
-                   marginal_sizes={"train": 2400, "val": 300, "test": 300})
+                   marginal_sizes={"train": 2400, "val": 300, "test": 300}, writer_counts=[1, 4, 8, 16],
+                   writer_seconds=30)
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -526,6 +530,9 @@ def _in_run(open_run, body) -> None:
         body()
 
 
+GROUPS = ["metrics", "artifacts", "sharing", "search", "writers", "cold", "training"]
+
+
 # -- report ---------------------------------------------------------------------------------------------
 def machine() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
@@ -551,11 +558,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-uri", help="that stack's MLflow server, bypassing nginx")
     parser.add_argument("--s3-endpoint-url", default="http://localhost:9000")
     parser.add_argument("--backend-store-uri", help="that stack's database URI, to seed the search benchmark")
-    parser.add_argument("--only", nargs="*", choices=["metrics", "artifacts", "sharing", "search", "cold", "training"],
-                        help="run only these groups")
+    parser.add_argument("--only", nargs="*", choices=GROUPS, help="run only these groups")
     args = parser.parse_args(argv)
     config = Config.for_mode(args.quick)
-    groups = set(args.only or ["metrics", "artifacts", "sharing", "search", "cold", "training"])
+    groups = set(args.only or GROUPS)
+    # Only loopback traffic: MLflow's telemetry would fetch its config from the internet at
+    # import, in the benchmark, its writers and the twin's server alike.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     started = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mlflow-bench-") as tmp:
@@ -569,6 +578,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += bench_sharing(config, workdir)
             if "search" in groups:
                 rows += bench_search(target, config)
+            if "writers" in groups:
+                from benchmarks.writers import bench_writers
+
+                rows += bench_writers(target.tracking_uri, config.writer_counts, config.writer_seconds)
             if "training" in groups:
                 upload = next((r.value for r in rows if r.measure.endswith("upload through nginx + MLflow proxy")), None)
                 rows += bench_training(target, config, workdir, upload)

@@ -15,7 +15,11 @@ import shutil
 import subprocess
 import uuid
 
-import mlflow
+# Tests send traffic to loopback only: MLflow's telemetry would fetch its config from the
+# internet in every process that imports it (the twin's server inherits this too).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402  (after the variable above, which MLflow reads at import)
 import pytest
 from dotenv import dotenv_values
 
