@@ -20,7 +20,7 @@ import sys
 import warnings
 
 from .server import TrackingServerUnavailable, check_server
-from .settings import load_settings
+from .settings import SettingsFileError, load_settings
 
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    tracking_uri = args.tracking_uri or load_settings().tracking_uri
     try:
+        tracking_uri = args.tracking_uri or load_settings().tracking_uri
         check_server(tracking_uri)
         client = auth_client(tracking_uri)
         if args.command in ("create", "set-password"):
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "delete":
             client.delete_user(args.username)
             print(f"deleted user {args.username}")
-    except (TrackingServerUnavailable, LookupError) as error:
+    except (TrackingServerUnavailable, SettingsFileError, LookupError) as error:
         print(f"mlflow-users: {error}", file=sys.stderr)
         return 2
     except MlflowException as error:

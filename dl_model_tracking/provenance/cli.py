@@ -9,6 +9,7 @@ import sys
 from mlflow.exceptions import MlflowException
 
 from ..server import TrackingServerUnavailable
+from ..settings import SettingsFileError
 from .graph import opm_graph, render_graph_png
 from .lookups import ProvenanceError
 from .report import model_provenance, render_text
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report = model_provenance(args.name, version=args.version, alias=args.alias, tracking_uri=args.tracking_uri)
-    except (ProvenanceError, TrackingServerUnavailable) as error:
+    except (ProvenanceError, TrackingServerUnavailable, SettingsFileError) as error:
         print(f"provenance: {error}", file=sys.stderr)
         return 2
     except MlflowException as error:  # e.g. no permission on a shared stack (PERMISSION_DENIED)
