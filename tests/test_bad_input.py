@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
@@ -183,6 +184,20 @@ def test_a_broken_project_env_line_is_named_without_showing_it(tmp_path, monkeyp
     assert str(failure.value) == (f"{tmp_path / '.env'} line 2 is not NAME=value (or a # comment): "
                                   "fix or remove that line")
     assert "MLFLOW_TRACKING_USERNAME" not in os.environ, "nothing is read from a broken file"
+
+
+@pytest.mark.parametrize("command", [["dl_model_tracking.provenance", "nlp_dl_model", "--version", "1"],
+                                     ["dl_model_tracking.users", "admin", "alice"]])
+def test_the_commands_name_a_broken_project_env_line_and_exit_2(tmp_path, command):
+    (tmp_path / ".env").write_text("MLFLOW_TRACKING_USERNAME=alice\nMLFLOW_TRACKING_PASSWORD hunter2\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    result = subprocess.run([sys.executable, "-m", *command], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    program = "provenance" if "provenance" in command[0] else "mlflow-users"
+    assert result.stderr.strip() == (f"{program}: {tmp_path / '.env'} line 2 is not NAME=value "
+                                     "(or a # comment): fix or remove that line")
+    assert "hunter2" not in result.stdout + result.stderr
 
 
 # -- a busy port, with Docker ------------------------------------------------------------------
