@@ -254,6 +254,39 @@ class LocalStack(S3Access, SharedAccess):
         service.start()
         service.wait_ready(time.monotonic() + self.startup_timeout)
 
+    # -- outages, for tests and benchmarks/outages.py ------------------------------------
+    OUTAGE_SERVICES = ("nginx", "mlflow", "database", "s3")
+
+    def take_down(self, name: str) -> None:
+        """Make one service stop answering. The S3 store is frozen (SIGSTOP) rather than
+        stopped: moto keeps its objects in memory, so a stopped one would come back empty.
+        Its clients then wait instead of being refused, as with a hung or unreachable store."""
+        service = self.services[name]
+        if name == "s3":
+            os.killpg(service.process.pid, signal.SIGSTOP)
+        else:
+            service.stop()
+
+    def bring_back(self, name: str) -> None:
+        """Undo :meth:`take_down` and wait until the service is healthy again."""
+        service = self.services[name]
+        if name == "s3":
+            os.killpg(service.process.pid, signal.SIGCONT)
+        else:
+            service.start()
+        service.wait_ready(time.monotonic() + self.startup_timeout)
+
+    def outage(self, name: str, seconds: float) -> float:
+        """Take ``name`` down for ``seconds``, bring it back; return how long it was down,
+        start-up included."""
+        started = time.monotonic()
+        self.take_down(name)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.bring_back(name)
+        return time.monotonic() - started
+
     def server_command(self) -> str:
         """The MLflow server's command line (serve.sh execs it, so it is our process)."""
         raw = Path(f"/proc/{self.services['mlflow'].process.pid}/cmdline").read_bytes()
@@ -382,7 +415,8 @@ class LocalStack(S3Access, SharedAccess):
                 **self.s3_env,
                 "MLFLOW_HOST": "127.0.0.1",
                 "MLFLOW_PORT": str(self.mlflow_port),
-                "MLFLOW_WORKERS": os.environ.get("MLFLOW_WORKERS", self.config.get("MLFLOW_WORKERS", "2")),
+                **{name: os.environ.get(name, self.config[name])
+                   for name in ("MLFLOW_WORKERS", "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE")},
                 # serve.sh execs the `mlflow` of the interpreter running this code.
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                 **auth,

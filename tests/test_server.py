@@ -71,5 +71,5 @@ def test_check_sets_retries_for_outages_unless_the_user_chose(stack, monkeypatch
     assert check_tracking_server() == stack.tracking_uri
     import os
 
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == CLIENT_RETRY_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
     assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "5"
