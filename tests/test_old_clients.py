@@ -1,21 +1,19 @@
 """Older MLflow clients against the stack: what README's "Supported clients" table claims.
 
 Each old client gets a venv of its own with mlflow-skinny (the client alone), built from
-PyPI once and kept under .cache/old-clients/ (git-ignored); tests/old_client_smoke.py runs
-in it against the stack, and what it read back is compared here with what it sent, and
-read again with the pinned client. The pinned client runs the same script as a baseline.
+PyPI once and kept under .cache/old-clients/ (git-ignored; tests/client_venvs.py);
+tests/old_client_smoke.py runs in it against the stack, and what it read back is compared
+here with what it sent, and read again with the pinned client. The pinned client runs the
+same script as a baseline.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,26 +22,19 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from client_venvs import CACHE, NEEDS_PKG_RESOURCES, OLD_PROTOBUF, venv_python
 from dl_model_tracking.local_stack import LocalStack
-from dl_model_tracking.settings import REPO_ROOT
 
 pytestmark = pytest.mark.stack
 
 SMOKE_SCRIPT = Path(__file__).with_name("old_client_smoke.py")
-VENV_CACHE = REPO_ROOT / ".cache" / "old-clients"
+VENV_CACHE = CACHE / "old-clients"
 
 # The oldest 2.x client that passes the smoke run. Chosen by running the smoke script by
 # hand against the twin with mlflow-skinny 2.0.0, 2.0.1, 2.3.0, 2.9.2 and 2.22.5: all pass
 # (aliases from 2.3.0 on, where MLflow added them), and 2.0.0 is the first 2.x release,
 # so there was nothing older to bisect.
 OLDEST_2X = "2.0.0"
-
-# What old releases need from today's PyPI: setuptools below 82 for pkg_resources, which
-# MLflow 1.x and 2.x (to 2.9 at least) import when loaded (and a venv made without pip
-# has no setuptools); protobuf 3 for MLflow before 1.30, whose generated code protobuf 4
-# and later refuse to load while its requirement leaves protobuf unbounded.
-NEEDS_PKG_RESOURCES = "setuptools<82"
-OLD_PROTOBUF = "protobuf<4"
 
 ARTIFACTS_UNKNOWN = "Could not find a registered artifact repository for: mlflow-artifacts:/"
 ARTIFACT_STEPS = ("log_artifact", "list_artifacts", "download_artifact", "model_download")
@@ -79,37 +70,7 @@ def client_python(client: Client) -> Path:
     """The Python that runs `client`: this one for the pinned client, else its cached venv."""
     if client.pinned:
         return Path(sys.executable)
-    venv = VENV_CACHE / f"mlflow-skinny-{client.version}"
-    python = venv / "bin" / "python"
-    marker = venv / "built-with.txt"  # written last: a venv without it is incomplete
-    wanted = "\n".join(client.requirements) + "\n"
-    VENV_CACHE.mkdir(parents=True, exist_ok=True)
-    with open(VENV_CACHE / f"{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time, should two sessions meet here
-        if python.exists() and marker.exists() and marker.read_text() == wanted:
-            return python
-        shutil.rmtree(venv, ignore_errors=True)
-        started = time.monotonic()
-        # The project's own pip (the one scripts/python_env.sh runs from .venv, with the
-        # same flag), installing into the new venv: it keeps the index, certificate and
-        # proxy settings it has from pip.conf and PIP_* variables here. A venv without pip
-        # of its own is created in a second or so.
-        commands = [
-            [sys.executable, "-m", "venv", "--without-pip", str(venv)],
-            [sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check",
-             *client.requirements],
-        ]
-        for command in commands:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
-            if result.returncode != 0:
-                shutil.rmtree(venv, ignore_errors=True)
-                output = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
-                pytest.fail(f"building the venv for MLflow client {client.version} failed "
-                            f"(PyPI unreachable, or the release no longer installs):\n$ {' '.join(command)}\n"
-                            f"{output}", pytrace=False)
-        marker.write_text(wanted)
-        print(f"built {venv} in {time.monotonic() - started:.0f} s")
-    return python
+    return venv_python(VENV_CACHE / f"mlflow-skinny-{client.version}", client.requirements)
 
 
 def access_log(stack) -> Path | None:

@@ -20,6 +20,11 @@ export MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX="${MLFLOW_CREATE_MODE
 # this stack does not use; it adds a pool of worker processes and start-up time.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 
+# MLflow's usage telemetry: off unless asked for. The server would otherwise fetch its
+# configuration from the internet when the UI opens, and report usage there; a
+# self-hosted stack, often on a machine without internet, keeps both to itself.
+export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
+
 # Sign-in and permissions when the stack is shared: MLflow's basic-auth app, with its
 # users in the database MLFLOW_AUTH_DATABASE_URI names. Nobody may read what they were
 # not granted; the first admin's password comes from MLFLOW_AUTH_ADMIN_PASSWORD.
@@ -40,6 +45,16 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_SECONDS:-30}
 CONFIG
     set -- --app-name basic-auth
+fi
+
+# Upgrading MLflow: MLFLOW_DB_UPGRADE=1 migrates a database written by an older MLflow to
+# this one's schema before the server starts (which otherwise refuses it as out of date).
+# Migrations cannot be undone, so it is asked for, after a backup (README, "Upgrading"),
+# and a plain start does not pay for the check (one more MLflow import). It is
+# `mlflow db upgrade URI` in that mlflow's Python, so the password never shows in `ps`.
+if [ "${MLFLOW_DB_UPGRADE:-0}" = 1 ]; then
+    "$(dirname "$(command -v mlflow)")/python" -c 'import os; from mlflow.db import upgrade
+upgrade.main([os.environ["MLFLOW_BACKEND_STORE_URI"]], prog_name="mlflow db upgrade")'
 fi
 
 # The backend store URI holds the database password: MLflow reads it from the
