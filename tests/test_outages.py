@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from dl_model_tracking.local_stack import LocalStack, StackStartError
 from benchmarks.outage_harness import autolog_arguments, run_through_outage
+from dl_model_tracking.local_stack import LocalStack, StackStartError
 from dl_model_tracking.server import missing_service
 
 pytestmark = pytest.mark.stack
@@ -74,12 +74,12 @@ def test_outage_longer_than_the_retries_ends_the_run_naming_the_database(breakab
 
 @pytest.mark.parametrize("service, named", [
     ("nginx", "nginx, the stack's front door, is down"),
+    ("mlflow", "answers, but the MLflow server behind it does not (HTTP 502"),
     ("database", "cannot reach its database, MySQL (HTTP 503"),
     ("s3", "cannot reach its artifact store, S3/MinIO (timed out)"),
 ])
 def test_probe_names_the_missing_service(breakable_stack, service, named):
-    """What ServiceDown's line says while each service is down, and nothing once it is back.
-    (The MLflow server, whose restart takes 30-50 s here, is left to benchmarks/outages.py.)"""
+    """What ServiceDown's line says while each service is down, and nothing once it is back."""
     assert missing_service(breakable_stack.tracking_uri) is None
     breakable_stack.take_down(service)
     try:
