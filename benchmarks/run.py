@@ -533,6 +533,14 @@ def _in_run(open_run, body) -> None:
 GROUPS = ["metrics", "artifacts", "sharing", "search", "writers", "cold", "training"]
 
 
+def publish(report: dict, table: str, what: str, json_path: Path | None) -> None:
+    """Print a benchmark's table and what ran where; also write the report as JSON if asked."""
+    print(table)
+    print(f"\n{what}, on {report['machine']}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+
+
 # -- report ---------------------------------------------------------------------------------------------
 def machine() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
@@ -590,10 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     report = {"mode": "quick" if args.quick else "full", "seconds": round(elapsed, 1), "machine": machine(),
               "rows": [asdict(row) for row in rows]}
-    print(markdown(rows))
-    print(f"\n{report['mode']} run, {elapsed:.0f} s, on {report['machine']}")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    publish(report, markdown(rows), f"{report['mode']} run, {elapsed:.0f} s", args.json)
     return 0
 
 

@@ -84,7 +84,7 @@ def train_with_autolog(sent: dict, experiment_id: str, status: Path, until: Path
     trainer = flash.Trainer(max_epochs=epochs, callbacks=[Pacing()], enable_progress_bar=False,
                             enable_checkpointing=False)
     mlflow.pytorch.autolog(log_every_n_step=1)
-    with mlflow.start_run(experiment_id=experiment_id) as run, explain_outages(), \
+    with mlflow.start_run(experiment_id=experiment_id), explain_outages(), \
             pinned_model_requirements():
         trainer.finetune(model, datamodule=datamodule, strategy="freeze")
     sent["artifacts"].append("model")  # autolog's, logged as training ends

@@ -1,0 +1,388 @@
+"""Backup and restore: an archive of a running stack, restored into a fresh one, holds
+every record and artifact; damaged archives, newer archives and non-empty targets are
+refused before anything is written.
+
+On the twin: the session's twin seeded with every kind of record, backed up while a
+client logs, restored into a second, fresh twin. On compose: backup_mlflow.sh and
+restore_mlflow.sh between two checkouts. In local mode: the same between two SQLite stacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, ViewType
+
+from dl_model_tracking.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, S3Artifacts, create_backup,
+                                      open_verified, restore_backup, twin_stack)
+from dl_model_tracking.local_stack import LocalStack, StackStartError, free_port
+from dl_model_tracking.settings import REPO_ROOT
+
+pytestmark = pytest.mark.stack
+
+HISTORY_STEPS = 1500  # more than one log_batch call (1,000 metrics) and one page of history
+MODEL_INPUT = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+
+
+# -- a data set with every kind of record --------------------------------------------------------------
+@contextlib.contextmanager
+def tracking_at(uri: str):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield MlflowClient(uri, registry_uri=uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def seed(uri: str) -> dict:
+    """Experiments, runs (one deleted), params, tags, a long metric history, a dataset input,
+    artifacts, and a registered model with two pickled PyTorch versions and an alias."""
+    suffix = uuid.uuid4().hex[:8]
+    model_name = f"backup-model-{suffix}"
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    with tracking_at(uri) as client:
+        experiment = client.create_experiment(f"backup-{suffix}", tags={"team": "nlp", "purpose": "backup test"})
+        second = client.create_experiment(f"backup-other-{suffix}")
+        with mlflow.start_run(experiment_id=experiment, run_name="train") as run:
+            # "quoted" is what a dump's row count must not trip on: quotes, a backslash, a row break.
+            mlflow.log_params({"epochs": 3, "optimizer": "Adam", "lr": 0.001, "long": "x" * 500,
+                               "quoted": "it's a'),('b \\ c"})
+            mlflow.set_tags({"stage": "fine-tune", "unicode": "naïve café ✓"})
+            now = int(time.time() * 1000)
+            history = [Metric("loss", 1 / (step + 1), now + step, step) for step in range(HISTORY_STEPS)]
+            for first in range(0, HISTORY_STEPS, 1000):
+                client.log_batch(run.info.run_id, metrics=history[first:first + 1000])
+            mlflow.log_metrics({"f1": 0.91, "accuracy": 0.93})
+            frame = pd.DataFrame({"review": ["good", "bad", "fine"], "sentiment": ["positive", "negative", "positive"]})
+            mlflow.log_input(mlflow.data.from_pandas(frame, source="data/imdb/train.csv", name="imdb-train",
+                                                     targets="sentiment"), context="training", tags={"split": "train"})
+            mlflow.log_text("epoch,loss\n1,0.5\n", "reports/summary.csv")
+            mlflow.log_dict({"classes": ["negative", "positive"]}, "config/labels.json")
+            with tempfile.TemporaryDirectory() as tmp:
+                weights = Path(tmp) / "weights.bin"
+                weights.write_bytes(bytes(range(256)) * 1200)  # every byte value, 300 KB
+                client.log_artifact(run.info.run_id, str(weights), "blobs")
+            mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                     pip_requirements=["torch"], registered_model_name=model_name)
+        with mlflow.start_run(experiment_id=experiment, run_name="retrain") as retrain:
+            mlflow.log_param("epochs", 5)
+            mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                     pip_requirements=["torch"], registered_model_name=model_name)
+        deleted = client.create_run(second, run_name="abandoned").info.run_id
+        client.log_param(deleted, "tried", "yes")
+        client.delete_run(deleted)
+        client.set_registered_model_alias(model_name, "champion", "2")
+        client.set_registered_model_tag(model_name, "task", "sentiment")
+        client.update_registered_model(model_name, description="IMDB sentiment classifier")
+        client.set_model_version_tag(model_name, "1", "validated", "false")
+        client.set_model_version_tag(model_name, "2", "validated", "true")
+    with torch.no_grad():
+        expected = model(MODEL_INPUT)
+    return {"experiments": [experiment, second], "model_name": model_name, "prediction": expected,
+            "runs": [run.info.run_id, retrain.info.run_id, deleted]}
+
+
+def snapshot(uri: str, seeded: dict) -> dict:
+    """Everything a user can read back of the seeded records, through the tracking API."""
+    with tracking_at(uri) as client:
+        result = {}
+        for experiment_id in seeded["experiments"]:
+            experiment = client.get_experiment(experiment_id)
+            runs = client.search_runs([experiment_id], run_view_type=ViewType.ALL, order_by=["attributes.start_time"])
+            models = client.search_logged_models([experiment_id])
+            result[experiment_id] = {
+                "experiment": dict(experiment),
+                "runs": {run.info.run_id: {
+                    "info": dict(run.info), "params": run.data.params, "tags": run.data.tags,
+                    "metrics": run.data.metrics,
+                    "history": {key: [(m.step, m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+                                for key in run.data.metrics},
+                    "inputs": [(dict(d.dataset), sorted((t.key, t.value) for t in d.tags)) for d in run.inputs.dataset_inputs],
+                    "artifacts": sorted((f.path, f.file_size) for f in client.list_artifacts(run.info.run_id)),
+                } for run in runs},
+                "logged_models": sorted((m.model_id, m.name, m.source_run_id, m.artifact_location, m.status,
+                                         str(m.tags), str(m.params)) for m in models),
+            }
+        name = seeded["model_name"]
+        registered = client.get_registered_model(name)
+        result["registered_model"] = (registered.name, registered.description, registered.tags, registered.aliases,
+                                      registered.creation_timestamp)
+        result["versions"] = sorted((v.version, v.source, v.run_id, v.status, v.tags, v.aliases, v.model_id,
+                                     v.creation_timestamp) for v in client.search_model_versions(f"name='{name}'"))
+    return result
+
+
+def object_digests(s3_artifacts: S3Artifacts) -> dict[str, str]:
+    """Every object of a bucket and the sha256 of its bytes."""
+    digests = {}
+    for key, _ in s3_artifacts.objects():
+        stream, _ = s3_artifacts.open(key)
+        digests[key] = hashlib.sha256(stream.read()).hexdigest()
+    return digests
+
+
+def assert_restored(source_uri: str, target_uri: str, seeded: dict) -> None:
+    expected, restored = snapshot(source_uri, seeded), snapshot(target_uri, seeded)
+    assert restored == expected
+    history = restored[seeded["experiments"][0]]["runs"][seeded["runs"][0]]["history"]["loss"]
+    assert [step for step, _, _ in history] == list(range(HISTORY_STEPS))
+    with tracking_at(target_uri):
+        model = mlflow.pytorch.load_model(f"models:/{seeded['model_name']}@champion")
+    with torch.no_grad():
+        assert torch.equal(model(MODEL_INPUT), seeded["prediction"])
+
+
+# -- the twin --------------------------------------------------------------------------------------------
+def start_twin(workdir: Path) -> LocalStack:
+    twin = LocalStack(workdir)
+    try:
+        return twin.start()
+    except StackStartError as error:
+        pytest.fail(f"a twin for the backup tests did not start:\n{error}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def source(stack, tmp_path_factory):
+    """The session's twin, seeded; a twin of our own when the session runs against a given
+    stack (MLFLOW_TRACKING_URI), whose database this test cannot reach."""
+    if isinstance(stack, LocalStack):
+        yield stack, seed(stack.tracking_uri)
+        return
+    twin = start_twin(tmp_path_factory.mktemp("backup-source"))
+    yield twin, seed(twin.tracking_uri)
+    twin.stop()
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    twin = start_twin(tmp_path_factory.mktemp("backup-target"))
+    yield twin
+    twin.stop()
+
+
+@pytest.fixture(scope="module")
+def archive(source, tmp_path_factory):
+    """A backup taken while a client keeps logging to the source (the stack runs on)."""
+    twin, _ = source
+    client = MlflowClient(twin.tracking_uri)
+    busy = client.create_run(client.create_experiment(f"busy-{uuid.uuid4().hex[:8]}")).info.run_id
+    stop, logged = threading.Event(), []
+
+    def keep_logging():
+        for step in range(5000):  # bounded: the backup takes seconds
+            if stop.is_set():
+                return
+            client.log_metric(busy, "busy", float(step), step=step)
+            logged.append(step)
+
+    writer = threading.Thread(target=keep_logging)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(logged) < 20 and writer.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = len(logged)
+        path = create_backup(twin_stack(twin), tmp_path_factory.mktemp("backups"))
+        print(f"\nbackup written while the client logged steps {before} to {len(logged)}")
+    finally:
+        stop.set()
+        writer.join(60)
+    return path, busy
+
+
+@pytest.fixture(scope="module")
+def restored(archive, target):
+    path, _ = archive
+    assert twin_stack(target).records() == 0, "the target twin should start empty"
+    return restore_backup(path, twin_stack(target))
+
+
+def cli(twin: LocalStack, *args: str) -> subprocess.CompletedProcess:
+    """python -m dl_model_tracking.backup on a twin, with its addresses and keys as a user passes them."""
+    c = twin.config
+    stack = ["--mysql-host", f"127.0.0.1:{twin.mysql_port}", "--mysql-user", c["MYSQL_USER"],
+             "--database", c["MYSQL_DATABASE"], "--s3-endpoint-url", twin.s3_endpoint_url, "--bucket", twin.bucket]
+    env = {**os.environ, "MYSQL_PWD": c["MYSQL_PASSWORD"], "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_ACCESS_KEY_ID": twin.s3_credentials["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": twin.s3_credentials["aws_secret_access_key"]}
+    command, *rest = args
+    return subprocess.run([sys.executable, "-m", "dl_model_tracking.backup", command, *stack, *rest],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def state(twin: LocalStack) -> tuple[dict, dict]:
+    """Rows per table and artifact objects: what a refused restore must leave as it was."""
+    stack = twin_stack(twin)
+    return stack.database.tables(stack.database.database), dict(stack.artifacts.objects())
+
+
+def repacked(path: Path, out: Path, **manifest_changes) -> Path:
+    """The archive with its manifest changed and sealed again (as a newer or older MLflow's would be)."""
+    with tarfile.open(path) as tar:
+        manifest = {**json.loads(tar.extractfile(MANIFEST).read()), **manifest_changes}
+        writer = ArchiveWriter(out)
+        for member in tar.getmembers():
+            if member.name not in (MANIFEST, CHECKSUM):
+                writer.add_stream(member.name, tar.extractfile(member), member.size)
+        return writer.seal(manifest)
+
+
+# -- the tests -----------------------------------------------------------------------------------------------
+def test_restore_matches_the_source_record_for_record(source, target, archive, restored):
+    twin, seeded = source
+    assert_restored(twin.tracking_uri, target.tracking_uri, seeded)
+    # Every artifact object, byte for byte (nothing logs artifacts to the source since).
+    assert object_digests(twin_stack(target).artifacts) == object_digests(twin_stack(twin).artifacts)
+    # The busy run as of one instant: its latest value is its last step, its history has no gap.
+    _, busy = archive
+    with tracking_at(target.tracking_uri) as client:
+        history = [m.step for m in client.get_metric_history(busy, "busy")]
+        assert history == list(range(len(history))) and history
+        assert client.get_run(busy).data.metrics["busy"] == float(history[-1])
+
+
+def test_manifest_describes_the_archive(archive):
+    path, _ = archive
+    tar, manifest = open_verified(path)
+    with tar:
+        assert manifest["mlflow_version"] == mlflow.__version__
+        tables = manifest["database"]["databases"][0]["tables"]
+        assert tables["registered_models"] == 1 and tables["model_versions"] == 2
+        assert tables["runs"] >= 4 and tables["metrics"] >= HISTORY_STEPS and tables["datasets"] == 1
+        objects = manifest["artifacts"]["objects"]
+        assert manifest["artifacts"]["count"] == len(objects) > 0
+        for item in objects[:20]:
+            data = tar.extractfile(ARTIFACTS + item["key"]).read()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (item["size"], item["sha256"])
+
+
+def test_damaged_archives_are_refused_before_anything_is_written(archive, target, tmp_path):
+    path, _ = archive
+    data = path.read_bytes()
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    artifact = next(m for m in members if m.name.startswith(ARTIFACTS) and m.size > 100)
+    tampered = bytearray(data)
+    tampered[artifact.offset_data + 50] ^= 0xFF  # one byte of an artifact's contents
+    damaged = {"cut mid-member": (data[: len(data) // 2], "truncated or not a tar file"),
+               "cut before the checksum": (data[: members[-1].offset], "its checksum is missing"),
+               "one byte changed": (bytes(tampered), "its checksum does not match")}
+    before = state(target)
+    for name, (content, reason) in damaged.items():
+        copy = tmp_path / f"{name.replace(' ', '-')}.tar"
+        copy.write_bytes(content)
+        result = cli(target, "restore", str(copy), "--overwrite")  # not even --overwrite writes
+        message = result.stderr.strip()
+        assert result.returncode == 1, name
+        assert message.startswith(f"restore: {copy} is damaged ({reason}") and "\n" not in message, name
+        assert message.endswith("use another copy of the backup; nothing was restored"), name
+    assert state(target) == before
+
+
+def test_non_empty_stack_is_refused_unless_overwrite_and_an_older_archive_is_upgraded(
+        source, target, archive, restored, tmp_path):
+    twin, seeded = source
+    path, _ = archive
+    before = state(target)
+    refused = cli(target, "restore", str(path))
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == ("restore: this stack already holds experiments, runs, models or artifacts: "
+                                      "restore into a fresh stack, or pass --overwrite to replace its records")
+    newer = repacked(path, tmp_path / "newer.tar", mlflow_version="99.0.0")
+    refused = cli(target, "restore", str(newer), "--overwrite")
+    assert refused.returncode == 1 and "made by MLflow 99.0.0, newer than this stack's" in refused.stderr
+    assert state(target) == before
+
+    older = repacked(path, tmp_path / "older.tar", mlflow_version="3.0.0")
+    allowed = cli(target, "restore", str(older), "--overwrite")
+    assert allowed.returncode == 0, allowed.stderr
+    assert f"from MLflow 3.0.0; database upgraded to MLflow {mlflow.__version__}" in allowed.stdout
+    assert_restored(twin.tracking_uri, target.tracking_uri, seeded)
+
+
+# -- compose ---------------------------------------------------------------------------------------------------
+def checkout_script(stack, name: str, *args: str) -> subprocess.CompletedProcess:
+    for script in ("backup_mlflow.sh", "restore_mlflow.sh"):  # new_checkout copies only what start needs
+        shutil.copy2(REPO_ROOT / script, stack.checkout / script)
+    return stack.script(name, *args)
+
+
+@pytest.mark.docker
+def test_compose_backup_and_restore_between_checkouts(docker_stack, new_checkout, tmp_path):
+    seeded = seed(docker_stack.tracking_uri)
+    backup = checkout_script(docker_stack, "backup_mlflow.sh", "--output", str(tmp_path))
+    assert backup.returncode == 0, docker_stack.last_output
+    (path,) = tmp_path.glob("mlflow-backup-*.tar")
+    assert f"Backup written: {path}" in backup.stdout
+    target = new_checkout("backup-target")
+    try:
+        target.start()
+        restore = checkout_script(target, "restore_mlflow.sh", str(path))
+        assert restore.returncode == 0, target.last_output
+        assert_restored(docker_stack.tracking_uri, target.tracking_uri, seeded)
+        # The target keeps its own secrets: its server still signs in to MySQL with them.
+        assert target.config["MYSQL_PASSWORD"] != docker_stack.config["MYSQL_PASSWORD"]
+        target.restart("mlflow")
+        assert snapshot(target.tracking_uri, seeded) == snapshot(docker_stack.tracking_uri, seeded)
+        again = checkout_script(target, "restore_mlflow.sh", str(path))
+        assert again.returncode == 1 and "already holds experiments" in again.stderr
+    finally:
+        target.stop(delete_data=True)
+
+
+# -- local mode (SQLite) ------------------------------------------------------------------------------------------
+@pytest.fixture
+def local_stacks(tmp_path):
+    """Two local-mode stacks of this checkout (SQLite, artifacts on disk), each with its own folder and port."""
+    made = []
+
+    def make(name: str) -> dict:
+        env = {**os.environ, "MLFLOW_STACK_MODE": "local", "MLFLOW_LOCAL_DIR": str(tmp_path / name),
+               "MLFLOW_LOCAL_PORT": str(free_port()), "COMPOSE_PROJECT_NAME": f"mlflow-test-{uuid.uuid4().hex[:8]}"}
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        subprocess.run(["bash", "stop_mlflow.sh"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
+
+
+def local_script(env: dict, name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", name, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_local_mode_backup_and_restore(local_stacks, tmp_path):
+    source, target = local_stacks("source"), local_stacks("target")
+    for env in (source, target):
+        started = local_script(env, "start_mlflow.sh")
+        assert started.returncode == 0, started.stderr
+    source_uri, target_uri = (f"http://127.0.0.1:{env['MLFLOW_LOCAL_PORT']}" for env in (source, target))
+    seeded = seed(source_uri)
+    backup = local_script(source, "backup_mlflow.sh", "--output", str(tmp_path / "backups"))
+    assert backup.returncode == 0, backup.stderr
+    (path,) = (tmp_path / "backups").glob("mlflow-backup-*.tar")
+    restore = local_script(target, "restore_mlflow.sh", str(path))
+    assert restore.returncode == 0, restore.stderr
+    assert_restored(source_uri, target_uri, seeded)
+    files = {p.relative_to(tmp_path / "source" / "artifacts"): p.read_bytes()
+             for p in (tmp_path / "source" / "artifacts").rglob("*") if p.is_file()}
+    assert files and all((tmp_path / "target" / "artifacts" / rel).read_bytes() == data for rel, data in files.items())
