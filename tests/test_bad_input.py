@@ -109,6 +109,7 @@ def test_an_artifact_over_the_upload_limit_is_refused_once_and_nothing_is_stored
         print(f"\nupload over the limit refused after {time.monotonic() - began:.1f} s")
         mlflow.log_metric("after", 1.0)
     assert str(failure.value).splitlines()[0].startswith("413 Client Error: Request Entity Too Large")
+    assert "The file is over this stack upload limit" in str(failure.value)  # nginx's JSON answer
     access_log = (stack.workdir / "nginx" / "access.log").read_text()
     assert len(re.findall(rf'"PUT \S+/{active.info.run_id}/artifacts/model.bin HTTP/1.1" 413', access_log)) == 1
     assert MlflowClient().list_artifacts(active.info.run_id) == []
