@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .local_stack import S3Access, SharedAccess, StackStartError
+from .local_stack import Outages, S3Access, SharedAccess, StackStartError
 from .settings import stack_env
 
 # Service names as the twin calls them, mapped to compose's.
@@ -39,7 +39,7 @@ def docker_engine_answers() -> bool:
         return False
 
 
-class ComposeStack(S3Access, SharedAccess):
+class ComposeStack(S3Access, SharedAccess, Outages):
     """A checkout's Docker stack: started and stopped by its own scripts."""
 
     def __init__(self, checkout: Path, env: dict[str, str], start_timeout: float = 600) -> None:
@@ -145,9 +145,18 @@ class ComposeStack(S3Access, SharedAccess):
         return raw.replace("\0", " ").strip()
 
     def restart(self, name: str) -> None:
-        """Restart one service (twin names: ``database``, ``mlflow``) and wait until healthy."""
+        """Restart one service (twin names: ``database``, ``mlflow``, ...) and wait until healthy."""
+        self.take_down(name)
+        self.bring_back(name)
+
+    def take_down(self, name: str) -> None:
+        """Stop one service's container (twin names), as ``docker compose stop`` does."""
+        docker("stop", self.container(_COMPOSE_SERVICE[name]))
+
+    def bring_back(self, name: str) -> None:
+        """Start it again and wait until the engine reports it healthy."""
         container = self.container(_COMPOSE_SERVICE[name])
-        docker("restart", container)
+        docker("start", container)
         deadline = time.monotonic() + 180
         while docker("inspect", "-f", "{{.State.Health.Status}}", container) != "healthy":
             if time.monotonic() > deadline:

@@ -180,7 +180,25 @@ class Service:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class LocalStack(S3Access, SharedAccess):
+class Outages:
+    """Fault injection, for tests and benchmarks/outages.py: a stack's ``take_down(name)``
+    and ``bring_back(name)`` (waiting until healthy), for the services named below."""
+
+    OUTAGE_SERVICES = ("nginx", "mlflow", "database", "s3")
+
+    def outage(self, name: str, seconds: float) -> float:
+        """Take ``name`` down for ``seconds``, bring it back; return how long it was down,
+        start-up included."""
+        started = time.monotonic()
+        self.take_down(name)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.bring_back(name)
+        return time.monotonic() - started
+
+
+class LocalStack(S3Access, SharedAccess, Outages):
     """MariaDB + S3 endpoint + MLflow server + nginx on free loopback ports."""
 
     def __init__(self, workdir: Path, startup_timeout: float = 120, share: bool = False,
@@ -255,8 +273,6 @@ class LocalStack(S3Access, SharedAccess):
         service.wait_ready(time.monotonic() + self.startup_timeout)
 
     # -- outages, for tests and benchmarks/outages.py ------------------------------------
-    OUTAGE_SERVICES = ("nginx", "mlflow", "database", "s3")
-
     def take_down(self, name: str) -> None:
         """Make one service stop answering. The S3 store is frozen (SIGSTOP) rather than
         stopped: moto keeps its objects in memory, so a stopped one would come back empty.
@@ -275,17 +291,6 @@ class LocalStack(S3Access, SharedAccess):
         else:
             service.start()
         service.wait_ready(time.monotonic() + self.startup_timeout)
-
-    def outage(self, name: str, seconds: float) -> float:
-        """Take ``name`` down for ``seconds``, bring it back; return how long it was down,
-        start-up included."""
-        started = time.monotonic()
-        self.take_down(name)
-        try:
-            time.sleep(seconds)
-        finally:
-            self.bring_back(name)
-        return time.monotonic() - started
 
     def server_command(self) -> str:
         """The MLflow server's command line (serve.sh execs it, so it is our process)."""

@@ -72,6 +72,20 @@ def test_outage_longer_than_the_retries_ends_the_run_naming_the_database(breakab
     assert time.monotonic() - started < 600  # never a hang
 
 
+@pytest.mark.docker
+def test_short_outage_of_each_compose_service_loses_nothing(docker_stack, tmp_path):
+    """The same on the compose stack, each service's container stopped for 5 s and started
+    again (the S3 stand-in keeps its objects on its volume, so it is really stopped)."""
+    results = run_through_outage(docker_stack, {"hand": []}, list(docker_stack.OUTAGE_SERVICES), 5, tmp_path,
+                                 time_limit=900)
+    for result in results:
+        print(result.as_dict())
+        assert result.outcome == "finished", result.error
+        assert result.metrics_sent > 0 and result.metrics_stored == result.metrics_sent, result
+        assert not result.params_missing and not result.tags_missing and not result.artifacts_missing, result
+    assert all(r.down_seconds >= 4 * 5 for r in results), results
+
+
 @pytest.mark.parametrize("service, named", [
     ("nginx", "nginx, the stack's front door, is down"),
     ("mlflow", "answers, but the MLflow server behind it does not (HTTP 502"),
