@@ -31,7 +31,7 @@ def healthy(uri: str) -> bool:
 
 def test_start_brings_every_service_to_healthy_and_prints_where_it_is(docker_stack):
     assert docker_stack.health() == {s: "healthy" for s in ("mysql", "minio", "mlflow", "nginx")}
-    output = docker_stack.last_output
+    output = docker_stack.start_output  # other tests may have run its scripts since
     assert f"compose project {docker_stack.project}" in output
     assert f"http://localhost:{docker_stack.config['NGINX_PORT']}/" in output
     assert healthy(docker_stack.tracking_uri)
