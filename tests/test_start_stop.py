@@ -107,6 +107,9 @@ def test_the_python_environment_is_made_once_and_remade_when_requirements_change
     shutil.copy2(REPO_ROOT / "scripts" / "python_env.sh", root / "scripts")
     (root / "requirements.txt").write_text("# nothing pinned yet\n")
     (root / "pyproject.toml").write_text("")
+    plugin = root / "mlflow_docker_setup" / "mlflow" / "s3_not_found" / "pyproject.toml"
+    plugin.parent.mkdir(parents=True)
+    plugin.write_text("")
 
     def ensure() -> str:
         result = subprocess.run(
@@ -123,6 +126,9 @@ def test_the_python_environment_is_made_once_and_remade_when_requirements_change
     (root / "requirements.txt").write_text("# nothing pinned yet\n# changed\n")
     again = ensure()
     assert "Installing the pinned packages" in again and "Creating .venv" not in again
+    assert "up to date" in ensure()
+    plugin.write_text("# the server plugin changed\n")  # installed from requirements.txt (-e)
+    assert "Installing the pinned packages" in ensure()
 
 
 def test_stop_without_a_running_stack_says_so(local_env):
