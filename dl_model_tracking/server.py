@@ -115,7 +115,7 @@ def _api_request(tracking_uri: str, path: str) -> urllib.request.Request:
 
 def check_sign_in(tracking_uri: str, context: ssl.SSLContext | None = None, timeout: float = 3.0) -> None:
     """One cheap authenticated call: MLflow's client would fail on a 401 too, but only at the
-    first real call and with a page of text; a 429 it would retry for a minute."""
+    first real call and with a page of text; a 429 it would retry for two minutes."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     try:
         _open(_api_request(tracking_uri, SEARCH_ONE_EXPERIMENT), context, timeout).close()
@@ -277,7 +277,7 @@ def explain_outages(tracking_uri: str | None = None):
 
 
 def _end_run_without_retries() -> None:
-    """Mark the active run FAILED at once if the server answers; a minute of retries here
+    """Mark the active run FAILED at once if the server answers; two minutes of retries here
     would only delay the error (the run then stays RUNNING on the server)."""
     import mlflow
 
