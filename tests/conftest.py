@@ -24,9 +24,10 @@ import pytest
 from dotenv import dotenv_values
 
 from dl_model_tracking.compose_stack import ComposeStack, docker_engine_answers
-from dl_model_tracking.local_stack import LocalStack, RunningStack, StackStartError, free_ports
+from dl_model_tracking.local_stack import LocalStack, RunningStack, free_ports
 from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS
 from dl_model_tracking.settings import REPO_ROOT
+from starting import start_or_fail
 
 STANDIN_IMAGES = REPO_ROOT / "tests" / "standin_images"
 
@@ -57,11 +58,7 @@ def twin_stack(tmp_path_factory):
     if os.environ.get("MLFLOW_TRACKING_URI"):
         running = RunningStack.from_environment()
     else:
-        running = LocalStack(tmp_path_factory.mktemp("stack"))
-        try:
-            running.start()
-        except StackStartError as error:
-            pytest.fail(f"the twin stack did not start:\n{error}", pytrace=False)
+        running = start_or_fail(LocalStack(tmp_path_factory.mktemp("stack")), "the twin stack")
         print(f"\ntwin stack healthy in {running.startup_seconds:.1f} s at {running.tracking_uri}")
     with clients_pointed_at(running):
         yield running
@@ -158,11 +155,7 @@ def new_checkout(tmp_path_factory, standin_images):
 @pytest.fixture(scope="session")
 def docker_stack(new_checkout):
     """The compose stack of a fresh checkout, started by start_mlflow.sh on a real engine."""
-    running = new_checkout("checkout-a")
-    try:
-        running.start()
-    except StackStartError as error:
-        pytest.fail(f"the compose stack did not start:\n{error}", pytrace=False)
+    running = start_or_fail(new_checkout("checkout-a"), "the compose stack")
     print(f"\ncompose stack ({running.env['MLFLOW_COMPOSE']}) healthy in {running.startup_seconds:.1f} s "
           f"at {running.tracking_uri}")
     yield running
@@ -174,11 +167,8 @@ def docker_stack(new_checkout):
 def shared_twin(tmp_path_factory):
     """The twin run as a shared stack, with secrets and certificate of its own."""
     root = tmp_path_factory.mktemp("shared-twin")
-    running = LocalStack(root / "work", share=True, secrets_dir=root / "secrets")
-    try:
-        running.start()
-    except StackStartError as error:
-        pytest.fail(f"the shared twin did not start:\n{error}", pytrace=False)
+    running = start_or_fail(LocalStack(root / "work", share=True, secrets_dir=root / "secrets"),
+                            "the shared twin")
     yield running
     running.stop()
 
@@ -186,11 +176,8 @@ def shared_twin(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shared_docker(new_checkout):
     """A fresh checkout's compose stack started with MLFLOW_SHARE=1 (still reached on loopback)."""
-    running = new_checkout("checkout-shared", MLFLOW_SHARE="1", NGINX_HTTPS_PORT=str(free_ports(1)[0]))
-    try:
-        running.start()
-    except StackStartError as error:
-        pytest.fail(f"the shared compose stack did not start:\n{error}", pytrace=False)
+    running = start_or_fail(new_checkout("checkout-shared", MLFLOW_SHARE="1",
+                                          NGINX_HTTPS_PORT=str(free_ports(1)[0])), "the shared compose stack")
     yield running
     running.stop(delete_data=True)
 

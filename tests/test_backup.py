@@ -32,8 +32,9 @@ from mlflow.entities import Metric, ViewType
 
 from dl_model_tracking.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, S3Artifacts, create_backup,
                                       open_verified, restore_backup, twin_stack)
-from dl_model_tracking.local_stack import LocalStack, StackStartError, free_port
+from dl_model_tracking.local_stack import LocalStack, free_port
 from dl_model_tracking.settings import REPO_ROOT
+from starting import start_or_fail
 
 pytestmark = pytest.mark.stack
 
@@ -153,11 +154,7 @@ def assert_restored(source_uri: str, target_uri: str, seeded: dict) -> None:
 
 # -- the twin --------------------------------------------------------------------------------------------
 def start_twin(workdir: Path) -> LocalStack:
-    twin = LocalStack(workdir)
-    try:
-        return twin.start()
-    except StackStartError as error:
-        pytest.fail(f"a twin for the backup tests did not start:\n{error}", pytrace=False)
+    return start_or_fail(LocalStack(workdir), "a twin for the backup tests")
 
 
 @pytest.fixture(scope="module")

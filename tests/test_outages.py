@@ -9,8 +9,9 @@ import time
 import pytest
 
 from benchmarks.outage_harness import autolog_arguments, run_through_outage
-from dl_model_tracking.local_stack import LocalStack, StackStartError
+from dl_model_tracking.local_stack import LocalStack
 from dl_model_tracking.server import missing_service
+from starting import start_or_fail
 
 pytestmark = pytest.mark.stack
 
@@ -25,13 +26,19 @@ def breakable_stack(stack, tmp_path_factory):
     if isinstance(stack, LocalStack):
         yield stack
         return
-    own = LocalStack(tmp_path_factory.mktemp("outage-stack"))
-    try:
-        own.start()
-    except StackStartError as error:
-        pytest.fail(f"the twin stack did not start:\n{error}", pytrace=False)
+    own = start_or_fail(LocalStack(tmp_path_factory.mktemp("outage-stack")), "the twin stack")
     yield own
     own.stop()
+
+
+def assert_finished_losing_nothing(results, outages: int, seconds: float) -> None:
+    for result in results:
+        print(result.as_dict())
+        assert result.outcome == "finished", result.error
+        assert result.metrics_sent > 0 and result.metrics_stored == result.metrics_sent, result
+        assert not result.params_missing and not result.tags_missing and not result.artifacts_missing, result
+    # Every outage happened while each workload was logging (they log until the last is over).
+    assert all(r.down_seconds >= outages * seconds for r in results), results
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +51,7 @@ def test_short_outage_of_each_service_loses_nothing(breakable_stack, small_train
     server, the database and the S3 store (frozen on the twin) each go away for 5 s."""
     results = run_through_outage(breakable_stack, {"hand": [], "autolog": small_training},
                                  ["nginx", "mlflow", "database", "s3"], 5, tmp_path, time_limit=900)
-    for result in results:
-        print(result.as_dict())
-        assert result.outcome == "finished", result.error
-        assert result.metrics_sent > 0 and result.metrics_stored == result.metrics_sent, result
-        assert not result.params_missing and not result.tags_missing and not result.artifacts_missing, result
-    # All four outages happened while both were logging (they log until the last is over).
-    assert all(r.down_seconds >= 4 * 5 for r in results), results
+    assert_finished_losing_nothing(results, outages=4, seconds=5)
 
 
 def test_outage_longer_than_the_retries_ends_the_run_naming_the_database(breakable_stack, small_training,
@@ -78,12 +79,7 @@ def test_short_outage_of_each_compose_service_loses_nothing(docker_stack, tmp_pa
     again (the S3 stand-in keeps its objects on its volume, so it is really stopped)."""
     results = run_through_outage(docker_stack, {"hand": []}, list(docker_stack.OUTAGE_SERVICES), 5, tmp_path,
                                  time_limit=900)
-    for result in results:
-        print(result.as_dict())
-        assert result.outcome == "finished", result.error
-        assert result.metrics_sent > 0 and result.metrics_stored == result.metrics_sent, result
-        assert not result.params_missing and not result.tags_missing and not result.artifacts_missing, result
-    assert all(r.down_seconds >= 4 * 5 for r in results), results
+    assert_finished_losing_nothing(results, outages=4, seconds=5)
 
 
 @pytest.mark.parametrize("service, named", [
