@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -82,8 +85,12 @@ def test_experiment_records_params_metrics_and_tags(experiment_id):
     assert stored.data.tags["team"] == "provenance"
 
 
-def test_large_artifact_round_trips_through_the_proxy_into_the_bucket(experiment_id, s3, stack, tmp_path):
-    payload = os.urandom(6 * 1024 * 1024)  # well past nginx's 1 MB default body limit
+# 6 MB: past nginx's 1 MB default body limit, one S3 request; 20 MB: streamed on to S3 in
+# multipart chunks while it arrives (the server plugin's streaming upload).
+@pytest.mark.parametrize("megabytes", [6, 20])
+def test_large_artifact_round_trips_through_the_proxy_into_the_bucket(experiment_id, s3, stack, tmp_path,
+                                                                      megabytes):
+    payload = os.urandom(megabytes * 1024 * 1024)
     source = tmp_path / "weights.bin"
     source.write_bytes(payload)
     with mlflow.start_run(experiment_id=experiment_id) as run:
@@ -98,6 +105,23 @@ def test_large_artifact_round_trips_through_the_proxy_into_the_bucket(experiment
     key = f"{experiment_id}/{run.info.run_id}/artifacts/checkpoints/weights.bin"
     stored = s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()
     assert stored == payload
+
+
+def test_an_upload_cut_short_stores_nothing(experiment_id, s3, stack):
+    """The server streams an upload on to S3 as it arrives: a body that stops halfway (the
+    client went away) must abort it, not leave half a file under the artifact's name."""
+    run = MlflowClient().create_run(experiment_id)
+    path = f"{experiment_id}/{run.info.run_id}/artifacts/cut.bin"
+    host, port = urllib.parse.urlsplit(stack.tracking_uri).hostname, urllib.parse.urlsplit(stack.tracking_uri).port
+    with socket.create_connection((host, port), timeout=10) as connection:
+        connection.sendall(f"PUT /api/2.0/mlflow-artifacts/artifacts/{path} HTTP/1.1\r\nHost: localhost\r\n"
+                           f"Content-Length: {20 * 1024 * 1024}\r\n\r\n".encode())
+        connection.sendall(os.urandom(12 * 1024 * 1024))  # past the first 8 MB part
+    time.sleep(5)  # the server notices the closed connection at once; give it ample time
+    with pytest.raises(s3.exceptions.ClientError) as missing:
+        s3.head_object(Bucket=stack.bucket, Key=path)
+    assert missing.value.response["Error"]["Code"] in {"404", "NoSuchKey", "NotFound"}
+    assert "cut.bin" not in [f.path for f in MlflowClient().list_artifacts(run.info.run_id)]
 
 
 def test_clients_are_kept_on_the_proxy_for_every_transfer(stack):

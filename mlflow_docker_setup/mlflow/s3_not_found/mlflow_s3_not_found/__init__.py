@@ -16,6 +16,11 @@ responses". Two errors of the artifact store reached clients that way:
   cannot help until someone frees space, so it is answered with 507 Insufficient Storage
   and a message saying so; nothing is stored (MLflow removes the partial file).
 
+The S3 repository also takes an upload as a stream (MLflow's ``StreamUploadMixin``): the
+tracking server hands the request body to boto3 while it is still arriving, so receiving
+it and sending it on to S3 overlap, where MLflow's default writes the whole body to a
+temporary file first and only then uploads it (two legs one after the other).
+
 The entry points (pyproject.toml) put these classes in place of MLflow's for ``s3://``
 and ``file://`` in every process that has this package installed; they behave exactly as
 MLflow's otherwise. Drop a mapping once MLflow makes it itself.
@@ -23,13 +28,19 @@ MLflow's otherwise. Drop a mapping once MLflow makes it itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import posixpath
+import queue
+import threading
+from mimetypes import guess_type
 
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, RESOURCE_EXHAUSTED
+from mlflow.store.artifact.artifact_repo import StreamUploadMixin
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository as _LocalArtifactRepository
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository as _S3ArtifactRepository
 
@@ -85,7 +96,54 @@ class LocalArtifactRepository(_LocalArtifactRepository):
             await super().log_artifact_from_async_stream(chunks, artifact_file_name, artifact_path)
 
 
-class S3ArtifactRepository(_S3ArtifactRepository):
+_HANDOVER_BYTES = 1024 * 1024
+_BODY_BROKEN = object()  # fed instead of the end marker when the body did not arrive whole
+
+
+class _ArrivingBody:
+    """A file boto3 reads from while the request body is still arriving: the server's
+    event loop feeds chunks in, the upload thread reads them out. At most 16 chunks of a
+    megabyte wait, so a slow S3 holds back the client instead of filling the server's memory."""
+
+    def __init__(self, chunks_held: int = 16):
+        self._chunks: queue.Queue = queue.Queue(maxsize=chunks_held)
+        self._buffer = bytearray()
+        self._ended = False
+        self.reader_gone = threading.Event()  # the upload finished or failed: stop feeding
+
+    def feed(self, chunk) -> None:
+        """Hand over a chunk (None: the body is complete); dropped once the reader is gone."""
+        while not self.reader_gone.is_set():
+            try:
+                self._chunks.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    async def feed_from_loop(self, chunk: bytes) -> None:
+        """:meth:`feed` from the event loop, through a thread only when it has to wait."""
+        try:
+            self._chunks.put_nowait(chunk)
+        except queue.Full:
+            await asyncio.to_thread(self.feed, chunk)
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._ended and (size < 0 or len(self._buffer) < size):
+            chunk = self._chunks.get()
+            if chunk is None:
+                self._ended = True
+            elif chunk is _BODY_BROKEN:
+                raise OSError("the request body ended before it was complete")
+            else:
+                self._buffer += chunk
+        size = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        with memoryview(self._buffer) as view:
+            data = view[:size].tobytes()
+        del self._buffer[:size]
+        return data
+
+
+class S3ArtifactRepository(_S3ArtifactRepository, StreamUploadMixin):
     def _download_file(self, remote_file_path, local_path):
         try:
             super()._download_file(remote_file_path, local_path)
@@ -98,12 +156,63 @@ class S3ArtifactRepository(_S3ArtifactRepository):
             ) from None
 
     def _upload_file(self, s3_client, local_file, bucket, key):
-        try:
+        with _s3_full_raised_as_store_full(bucket, key):
             super()._upload_file(s3_client, local_file, bucket, key)
-        except (ClientError, S3UploadFailedError) as error:
-            # boto3 wraps a failed upload's ClientError in S3UploadFailedError, as its context.
-            client_error = error if isinstance(error, ClientError) else error.__context__
-            code = getattr(client_error, "response", {}).get("Error", {}).get("Code")
-            if code not in _S3_FULL:
-                raise
-            raise ArtifactStoreFull(f"the S3 server refused to store s3://{bucket}/{key}: {code}") from None
+
+    def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
+        """The request body straight to S3, in multipart chunks as it is read (Flask path)."""
+        bucket, key = self.parse_s3_compliant_uri(self.artifact_uri)
+        key = posixpath.join(key, artifact_path or "", posixpath.basename(artifact_file_name))
+        extra_args = dict(self._bucket_owner_params)
+        content_type, content_encoding = guess_type(artifact_file_name)
+        extra_args.update({"ContentType": content_type} if content_type else {})
+        extra_args.update({"ContentEncoding": content_encoding} if content_encoding else {})
+        extra_args.update(self.get_s3_file_upload_extra_args() or {})
+        with _s3_full_raised_as_store_full(bucket, key):
+            self._get_s3_client().upload_fileobj(stream, bucket, key, ExtraArgs=extra_args)
+
+    async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
+        """The same for the server's default (FastAPI) path: the event loop receives the
+        body while a thread uploads what has arrived."""
+        body = _ArrivingBody()
+
+        def upload():
+            try:
+                self.log_artifact_from_stream(body, artifact_file_name, artifact_path)
+            finally:
+                body.reader_gone.set()
+
+        uploading = asyncio.ensure_future(asyncio.to_thread(upload))
+        pending = bytearray()  # the server's small chunks, handed over a megabyte at a time
+        try:
+            async for chunk in chunks:
+                if uploading.done():  # failed early: its error is raised below
+                    break
+                pending += chunk
+                if len(pending) >= _HANDOVER_BYTES:
+                    await body.feed_from_loop(bytes(pending))
+                    pending.clear()
+            if pending:
+                await body.feed_from_loop(bytes(pending))
+        except BaseException:
+            # The body did not arrive whole (the client went away): boto3 must abort the
+            # multipart upload, never store what came as if it were the file.
+            await asyncio.to_thread(body.feed, _BODY_BROKEN)
+            with contextlib.suppress(Exception):
+                await uploading
+            raise
+        await asyncio.to_thread(body.feed, None)
+        await uploading
+
+
+@contextlib.contextmanager
+def _s3_full_raised_as_store_full(bucket: str, key: str):
+    try:
+        yield
+    except (ClientError, S3UploadFailedError) as error:
+        # boto3 wraps a failed upload's ClientError in S3UploadFailedError, as its context.
+        client_error = error if isinstance(error, ClientError) else error.__context__
+        code = getattr(client_error, "response", {}).get("Error", {}).get("Code")
+        if code not in _S3_FULL:
+            raise
+        raise ArtifactStoreFull(f"the S3 server refused to store s3://{bucket}/{key}: {code}") from None
