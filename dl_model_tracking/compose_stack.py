@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -37,6 +38,17 @@ def docker_engine_answers() -> bool:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def copy_of_checkout(source: Path, destination: Path) -> Path:
+    """The stack's files of ``source`` in ``destination``, as a second clone has them: no
+    generated secrets, no copied CA certificates (so its compose project is its own)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for rel in ("start_mlflow.sh", "stop_mlflow.sh"):
+        shutil.copy2(source / rel, destination / rel)
+    for rel in ("mlflow_docker_setup", "scripts"):
+        shutil.copytree(source / rel, destination / rel, ignore=shutil.ignore_patterns("*.crt", "secrets"))
+    return destination
 
 
 class ComposeStack(S3Access, SharedAccess, Outages):

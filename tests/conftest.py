@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import uuid
 
@@ -23,7 +22,7 @@ import mlflow  # noqa: E402  (after the variable above, which MLflow reads at im
 import pytest
 from dotenv import dotenv_values
 
-from dl_model_tracking.compose_stack import ComposeStack, docker_engine_answers
+from dl_model_tracking.compose_stack import ComposeStack, copy_of_checkout, docker_engine_answers
 from dl_model_tracking.local_stack import LocalStack, RunningStack, free_ports
 from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS
 from dl_model_tracking.settings import REPO_ROOT
@@ -131,12 +130,7 @@ def new_checkout(tmp_path_factory, standin_images):
     made: list[ComposeStack] = []
 
     def make(name: str, compose: str | None = None, **overrides: str) -> ComposeStack:
-        root = tmp_path_factory.mktemp(name)
-        for rel in ("start_mlflow.sh", "stop_mlflow.sh"):
-            shutil.copy2(REPO_ROOT / rel, root / rel)
-        for rel in ("mlflow_docker_setup", "scripts"):
-            # As a fresh clone has them: no generated secrets, no copied CA certificates.
-            shutil.copytree(REPO_ROOT / rel, root / rel, ignore=shutil.ignore_patterns("*.crt", "secrets"))
+        root = copy_of_checkout(REPO_ROOT, tmp_path_factory.mktemp(name))
         nginx, minio_api, minio_console = free_ports(3)
         env = {**standin_images, "MLFLOW_VENV": str(REPO_ROOT / ".venv"),
                "NGINX_PORT": str(nginx), "MINIO_API_PORT": str(minio_api),
