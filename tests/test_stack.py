@@ -107,6 +107,24 @@ def test_large_artifact_round_trips_through_the_proxy_into_the_bucket(experiment
     assert stored == payload
 
 
+def test_many_large_uploads_at_once_all_arrive_whole(experiment_id, stack, tmp_path):
+    """More streamed uploads at once than the server has spare worker threads (6 on 2
+    cores): none may wait for a thread another upload holds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = MlflowClient()
+    run_id = client.create_run(experiment_id).info.run_id
+    sources = []
+    for index in range(8):
+        sources.append(tmp_path / f"part-{index}.bin")
+        sources[-1].write_bytes(os.urandom(12 * 1024 * 1024))
+    with ThreadPoolExecutor(len(sources)) as pool:
+        list(pool.map(lambda source: client.log_artifact(run_id, str(source)), sources, timeout=300))
+    for source in sources:
+        downloaded = Path(client.download_artifacts(run_id, source.name, str(tmp_path / "back")))
+        assert downloaded.read_bytes() == source.read_bytes(), source.name
+
+
 def test_an_upload_cut_short_stores_nothing(experiment_id, s3, stack):
     """The server streams an upload on to S3 as it arrives: a body that stops halfway (the
     client went away) must abort it, not leave half a file under the artifact's name."""

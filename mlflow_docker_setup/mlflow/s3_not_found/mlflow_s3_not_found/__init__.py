@@ -111,21 +111,16 @@ class _ArrivingBody:
         self._ended = False
         self.reader_gone = threading.Event()  # the upload finished or failed: stop feeding
 
-    def feed(self, chunk) -> None:
-        """Hand over a chunk (None: the body is complete); dropped once the reader is gone."""
+    async def feed(self, chunk) -> None:
+        """Hand over a chunk (None: the body is complete; _BODY_BROKEN: it never will be).
+        Waits on the event loop, never in a worker thread: every such thread may be an
+        upload waiting for its next chunk. Dropped once the reader is gone."""
         while not self.reader_gone.is_set():
             try:
-                self._chunks.put(chunk, timeout=0.2)
+                self._chunks.put_nowait(chunk)
                 return
             except queue.Full:
-                continue
-
-    async def feed_from_loop(self, chunk: bytes) -> None:
-        """:meth:`feed` from the event loop, through a thread only when it has to wait."""
-        try:
-            self._chunks.put_nowait(chunk)
-        except queue.Full:
-            await asyncio.to_thread(self.feed, chunk)
+                await asyncio.sleep(0.005)  # S3 takes it slower than the client sends
 
     def read(self, size: int = -1) -> bytes:
         while not self._ended and (size < 0 or len(self._buffer) < size):
@@ -173,36 +168,51 @@ class S3ArtifactRepository(_S3ArtifactRepository, StreamUploadMixin):
 
     async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
         """The same for the server's default (FastAPI) path: the event loop receives the
-        body while a thread uploads what has arrived."""
+        body while a thread of its own uploads what has arrived (its own, not one of the
+        loop's shared worker threads, which a few waiting uploads could use up)."""
         body = _ArrivingBody()
+        loop = asyncio.get_running_loop()
+        uploaded = loop.create_future()
 
-        def upload():
+        def settle(error: BaseException | None) -> None:
+            if uploaded.done():
+                return
+            if error:
+                uploaded.set_exception(error)
+            else:
+                uploaded.set_result(None)
+
+        def upload() -> None:
+            error = None
             try:
                 self.log_artifact_from_stream(body, artifact_file_name, artifact_path)
+            except BaseException as failure:  # handed to the request, which answers it
+                error = failure
             finally:
                 body.reader_gone.set()
+                loop.call_soon_threadsafe(settle, error)
 
-        uploading = asyncio.ensure_future(asyncio.to_thread(upload))
+        threading.Thread(target=upload, name="artifact-upload", daemon=True).start()
         pending = bytearray()  # the server's small chunks, handed over a megabyte at a time
         try:
             async for chunk in chunks:
-                if uploading.done():  # failed early: its error is raised below
+                if uploaded.done():  # failed early: its error is raised below
                     break
                 pending += chunk
                 if len(pending) >= _HANDOVER_BYTES:
-                    await body.feed_from_loop(bytes(pending))
+                    await body.feed(bytes(pending))
                     pending.clear()
             if pending:
-                await body.feed_from_loop(bytes(pending))
+                await body.feed(bytes(pending))
         except BaseException:
             # The body did not arrive whole (the client went away): boto3 must abort the
             # multipart upload, never store what came as if it were the file.
-            await asyncio.to_thread(body.feed, _BODY_BROKEN)
-            with contextlib.suppress(Exception):
-                await uploading
+            await body.feed(_BODY_BROKEN)
+            with contextlib.suppress(BaseException):
+                await uploaded
             raise
-        await asyncio.to_thread(body.feed, None)
-        await uploading
+        await body.feed(None)
+        await uploaded
 
 
 @contextlib.contextmanager
