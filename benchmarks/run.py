@@ -78,10 +78,11 @@ class Config:
     @classmethod
     def for_mode(cls, quick: bool) -> "Config":
         if quick:
-            return cls(quick=True, repeats=2, metric_calls=100, artifact_sizes_mb=[10], search_runs=[1000],
-                       search_queries=10, memory_load_repeats=2, cold_starts=1, fixed_epochs=1,
+            # Sizes for CI: every row of the full run, in about three minutes on 2 cores.
+            return cls(quick=True, repeats=2, metric_calls=50, artifact_sizes_mb=[10], search_runs=[1000],
+                       search_queries=5, memory_load_repeats=1, cold_starts=1, fixed_epochs=1,
                        fixed_sizes={"train": 64, "val": 32, "test": 32}, marginal_epochs=2,
-                       marginal_sizes={"train": 400, "val": 64, "test": 64}, writer_counts=[1, 4], writer_seconds=5,
+                       marginal_sizes={"train": 200, "val": 64, "test": 64}, writer_counts=[1, 4], writer_seconds=5,
                        # Stock autolog costs about 15 s a run here (inferring pip requirements):
                        # the full run shows it; CI's short run keeps to the project's way.
                        tracked_modes=("project helpers",))
