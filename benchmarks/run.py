@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -179,11 +180,10 @@ def bench_metrics(target: Target, config: Config) -> list[Row]:
         seconds = interleaved({side: make(side) for side in clients}, config.repeats)
         rates = {side: [1 / s for s in values] for side, values in seconds.items()}
         for side in clients:
+            goal = make is batch and side == "nginx"  # the issue's goal is for the stack's way in
             rows.append(Row("metrics", f"{label}, {side}", statistics.median(rates[side]), "metrics/s",
-                            spread(rates[side], "{:.0f}"), samples=rates[side]))
-            if make is batch and side == "nginx":
-                rows[-1].goal = f">= {LOG_BATCH_GOAL_PER_S:,}/s"
-                rows[-1].met = rows[-1].value >= LOG_BATCH_GOAL_PER_S
+                            spread(rates[side], "{:.0f}"), f">= {LOG_BATCH_GOAL_PER_S:,}/s" if goal else "",
+                            statistics.median(rates[side]) >= LOG_BATCH_GOAL_PER_S if goal else None, rates[side]))
         ratio = [n / d for n, d in zip(rates["nginx"], rates["direct"])]
         rows.append(Row("metrics", f"{label}: nginx / direct", statistics.median(ratio), "ratio",
                         spread(ratio), ">= 0.95", statistics.median(ratio) >= 0.95, ratio))
@@ -237,7 +237,7 @@ def call_cost_parts(target: Target, config: Config, experiment: str) -> list[Row
     run_id = store.create_run(experiment, "bench", int(time.time() * 1000), [], "store-parts").info.run_id
     now = int(time.time() * 1000)
     calls = config.metric_calls
-    steps = iter(range(10**9))
+    steps = itertools.count()
 
     def health():
         return timed(lambda: [session.get(f"{target.tracking_uri}/health").raise_for_status()
@@ -588,8 +588,7 @@ def docker_cold_starts(config: Config, workdir: Path) -> list[float]:
     counted comes first: it builds the MLflow server image, which later ones find cached."""
     from dotenv import dotenv_values
 
-    from dl_model_tracking.compose_stack import ComposeStack, copy_of_checkout
-    from dl_model_tracking.local_stack import free_ports
+    from dl_model_tracking.compose_stack import ComposeStack
     from dl_model_tracking.settings import REPO_ROOT
 
     standins = REPO_ROOT / "tests" / "standin_images"
@@ -597,10 +596,7 @@ def docker_cold_starts(config: Config, workdir: Path) -> list[float]:
     images = {k: v for k, v in dotenv_values(standins / "standins.env").items() if v}
     seconds = []
     for index in range(1 + config.cold_starts):
-        nginx, minio_api, minio_console = free_ports(3)
-        stack = ComposeStack(copy_of_checkout(REPO_ROOT, workdir / f"docker-{index}"),
-                             {**images, "MLFLOW_VENV": str(REPO_ROOT / ".venv"), "NGINX_PORT": str(nginx),
-                              "MINIO_API_PORT": str(minio_api), "MINIO_CONSOLE_PORT": str(minio_console)})
+        stack = ComposeStack.fresh_copy(workdir / f"docker-{index}", images)
         try:
             seconds.append(stack.start().startup_seconds)
         finally:

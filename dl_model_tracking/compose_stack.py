@@ -19,8 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .local_stack import Outages, S3Access, SharedAccess, StackStartError
-from .settings import stack_env
+from .local_stack import Outages, S3Access, SharedAccess, StackStartError, free_ports
+from .settings import REPO_ROOT, stack_env
 
 # Service names as the twin calls them, mapped to compose's.
 _COMPOSE_SERVICE = {"database": "mysql", "mlflow": "mlflow", "s3": "minio", "nginx": "nginx"}
@@ -66,6 +66,15 @@ class ComposeStack(S3Access, SharedAccess, Outages):
         self.startup_seconds: float | None = None
         self.last_output = ""
         self.start_output = ""  # what the last successful start printed
+
+    @classmethod
+    def fresh_copy(cls, destination: Path, images: dict[str, str], **overrides: str) -> "ComposeStack":
+        """This checkout's stack files copied to ``destination`` (a project of its own), run
+        on ``images`` with this checkout's .venv, on free loopback ports."""
+        nginx, minio_api, minio_console = free_ports(3)
+        return cls(copy_of_checkout(REPO_ROOT, destination),
+                   {**images, "MLFLOW_VENV": str(REPO_ROOT / ".venv"), "NGINX_PORT": str(nginx),
+                    "MINIO_API_PORT": str(minio_api), "MINIO_CONSOLE_PORT": str(minio_console), **overrides})
 
     @property
     def config(self) -> dict[str, str]:

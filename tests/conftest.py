@@ -22,7 +22,7 @@ import mlflow  # noqa: E402  (after the variable above, which MLflow reads at im
 import pytest
 from dotenv import dotenv_values
 
-from dl_model_tracking.compose_stack import ComposeStack, copy_of_checkout, docker_engine_answers
+from dl_model_tracking.compose_stack import ComposeStack, docker_engine_answers
 from dl_model_tracking.local_stack import LocalStack, RunningStack, free_ports
 from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS
 from dl_model_tracking.settings import REPO_ROOT
@@ -130,13 +130,8 @@ def new_checkout(tmp_path_factory, standin_images):
     made: list[ComposeStack] = []
 
     def make(name: str, compose: str | None = None, **overrides: str) -> ComposeStack:
-        root = copy_of_checkout(REPO_ROOT, tmp_path_factory.mktemp(name))
-        nginx, minio_api, minio_console = free_ports(3)
-        env = {**standin_images, "MLFLOW_VENV": str(REPO_ROOT / ".venv"),
-               "NGINX_PORT": str(nginx), "MINIO_API_PORT": str(minio_api),
-               "MINIO_CONSOLE_PORT": str(minio_console), "MLFLOW_COMPOSE": compose or compose_cli(),
-               **overrides}
-        stack = ComposeStack(root, env)
+        stack = ComposeStack.fresh_copy(tmp_path_factory.mktemp(name), standin_images,
+                                        **{"MLFLOW_COMPOSE": compose or compose_cli(), **overrides})
         made.append(stack)
         return stack
 

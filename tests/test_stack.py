@@ -130,8 +130,8 @@ def test_an_upload_cut_short_stores_nothing(experiment_id, s3, stack):
     client went away) must abort it, not leave half a file under the artifact's name."""
     run = MlflowClient().create_run(experiment_id)
     path = f"{experiment_id}/{run.info.run_id}/artifacts/cut.bin"
-    host, port = urllib.parse.urlsplit(stack.tracking_uri).hostname, urllib.parse.urlsplit(stack.tracking_uri).port
-    with socket.create_connection((host, port), timeout=10) as connection:
+    address = urllib.parse.urlsplit(stack.tracking_uri)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
         connection.sendall(f"PUT /api/2.0/mlflow-artifacts/artifacts/{path} HTTP/1.1\r\nHost: localhost\r\n"
                            f"Content-Length: {20 * 1024 * 1024}\r\n\r\n".encode())
         connection.sendall(os.urandom(12 * 1024 * 1024))  # past the first 8 MB part
