@@ -198,7 +198,7 @@ start_local() {
         die "port $LOCAL_PORT is in use by another program: stop it, or pick another port: MLFLOW_LOCAL_PORT=5001 bash start_mlflow.sh"
     fi
     mkdir -p "$LOCAL_DIR/artifacts"
-    # A file:// destination (not a bare path) is served by mlflow-s3-not-found's
+    # A file:// destination (not a bare path) is served by mlflow-stack-server's
     # repository, which answers a full disk with 507 instead of a retried 500.
     local artifacts
     artifacts="$(cd "$LOCAL_DIR/artifacts" && pwd)"

@@ -143,7 +143,7 @@ def check_sign_in(tracking_uri: str, context: ssl.SSLContext | None = None, time
 # jitter each), so a call fails about 126-133 s after its first try; a short outage holds a
 # step only until the next try. MLflow's own default (7 retries, factor 2, up to 120 s
 # apart) waits about four minutes before saying anything. A missing artifact does not wait
-# at all: the stack answers it with 404, never retried (mlflow_docker_setup/mlflow/s3_not_found).
+# at all: the stack answers it with 404, never retried (mlflow_docker_setup/mlflow/server_plugin).
 CLIENT_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 

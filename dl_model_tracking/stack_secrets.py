@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from dotenv import dotenv_values
+from mlflow_stack_server.passwords import is_well_known  # the list the server refuses for users too
 
 SECRETS_FILE = "stack.env"
 SECRET_NAMES = (
@@ -33,12 +34,6 @@ SECRET_NAMES = (
     "MLFLOW_FLASK_SERVER_SECRET_KEY",  # signs the auth app's CSRF tokens
     "MLFLOW_ADMIN_PASSWORD",  # the first admin's: MLflow uses it whenever no user "admin" exists
 )
-# Values this project once committed, and the defaults of MySQL, MinIO and MLflow's docs:
-# anyone can guess them, so a shared stack refuses to start with one.
-WELL_KNOWN_SECRETS = frozenset({
-    "mlflow-dev-password", "mlflow-dev-root-password", "minio123", "minioadmin",
-    "password1234", "password", "admin", "root", "mlflow", "changeme",
-})
 MIN_SECRET_LENGTH = 12
 # What this project committed before secrets were generated. A stack created then keeps
 # these in its MySQL and MinIO volumes, so its first start after the change seeds them.
@@ -91,7 +86,7 @@ def check_shareable(values: dict[str, str]) -> None:
     """Refuse to share a stack whose secrets are empty, short or well known."""
     for name in SECRET_NAMES:
         value = values.get(name, "")
-        if not value or value in WELL_KNOWN_SECRETS or len(value) < MIN_SECRET_LENGTH:
+        if not value or is_well_known(value) or len(value) < MIN_SECRET_LENGTH:
             raise SecretsError(
                 f"refusing to share the stack: {name} is empty, a well-known default or shorter "
                 f"than {MIN_SECRET_LENGTH} characters; unset it to use the generated one in "

@@ -10,11 +10,13 @@ for everything but changing one's own password), from the environment or ``.env`
     mlflow-users set-password alice            # a new generated password
     mlflow-users admin alice [--revoke]  # make (or unmake) an admin
     mlflow-users delete alice
+    mlflow-users unlock alice            # lift a lock after failed sign-ins (--address IP for an address)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import warnings
@@ -23,6 +25,8 @@ from .server import TrackingServerUnavailable, check_server
 from .settings import SettingsFileError, load_settings
 
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+# The stack's server plugin (mlflow_stack_server.app.UNLOCK_ROUTE): MLflow's client has no call for it.
+UNLOCK_ROUTE = "/api/2.0/stack/signin/unlock"
 
 
 def auth_client(tracking_uri: str):
@@ -68,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("--revoke", action="store_true")
     delete = commands.add_parser("delete", help="delete a user")
     delete.add_argument("username")
+    unlock = commands.add_parser("unlock", help="lift the lock that failed sign-ins put on a user (or an address)")
+    unlock.add_argument("username", nargs="?")
+    unlock.add_argument("--address", help="a client address, as the server's log shows it")
     args = parser.parse_args(argv)
 
     from mlflow.exceptions import MlflowException
@@ -97,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "delete":
             client.delete_user(args.username)
             print(f"deleted user {args.username}")
+        elif args.command == "unlock":
+            if not (args.username or args.address):
+                raise LookupError("name a user or an --address to unlock")
+            unlocked = unlock_signins(tracking_uri, args.username, args.address)
+            who = " and ".join(filter(None, [args.username, args.address]))
+            print(f"{who}: {'unlocked' if unlocked else 'was not locked'}")
     except (TrackingServerUnavailable, SettingsFileError, LookupError) as error:
         print(f"mlflow-users: {error}", file=sys.stderr)
         return 2
@@ -104,6 +117,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlflow-users: {error.message.splitlines()[0]}", file=sys.stderr)
         return 2
     return 0
+
+
+def unlock_signins(tracking_uri: str, username: str | None, address: str | None) -> bool:
+    """Ask the server to lift a sign-in lock; whether there was one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+    creds = MlflowHostCreds(tracking_uri, username=os.environ.get("MLFLOW_TRACKING_USERNAME"),
+                            password=os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+                            server_cert_path=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
+    response = http_request(creds, UNLOCK_ROUTE, "POST", json={"username": username, "address": address},
+                            max_retries=0)
+    if response.status_code != 200:
+        try:
+            message = response.json()["message"]
+        except (ValueError, KeyError):
+            message = response.text.strip()
+        raise MlflowException(f"{response.status_code}: {message}")
+    return response.json()["unlocked"]
 
 
 if __name__ == "__main__":

@@ -58,6 +58,6 @@ ensure_python_env() {
         echo "$(basename "$0"): installing requirements.txt into .venv failed; the full log is $log" >&2
         return 1
     fi
-    (cd "$ROOT" && sha256sum requirements.txt pyproject.toml mlflow_docker_setup/mlflow/s3_not_found/pyproject.toml >.venv/.requirements.sha256)
+    (cd "$ROOT" && sha256sum requirements.txt pyproject.toml mlflow_docker_setup/mlflow/server_plugin/pyproject.toml >.venv/.requirements.sha256)
     echo "Python environment ready: .venv (select it as the notebooks' kernel in VS Code or Jupyter)"
 }

@@ -107,7 +107,7 @@ def test_the_python_environment_is_made_once_and_remade_when_requirements_change
     shutil.copy2(REPO_ROOT / "scripts" / "python_env.sh", root / "scripts")
     (root / "requirements.txt").write_text("# nothing pinned yet\n")
     (root / "pyproject.toml").write_text("")
-    plugin = root / "mlflow_docker_setup" / "mlflow" / "s3_not_found" / "pyproject.toml"
+    plugin = root / "mlflow_docker_setup" / "mlflow" / "server_plugin" / "pyproject.toml"
     plugin.parent.mkdir(parents=True)
     plugin.write_text("")
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import pymysql
 import pytest
 from mlflow.store.db.utils import _get_latest_schema_revision
 
@@ -34,6 +33,7 @@ pytestmark = pytest.mark.stack
 
 RECORDS_SCRIPT = Path(__file__).with_name("upgrade_records.py")
 IMAGE_REQUIREMENTS = STACK_DIR / "mlflow" / "requirements.txt"
+SERVER_PLUGIN = STACK_DIR / "mlflow" / "server_plugin"
 
 # The releases a stack is upgraded from, and the schema migrations each takes to 3.17.2
 # (counted in mlflow/store/db_migrations/versions/ of each wheel):
@@ -49,10 +49,11 @@ OLD_SQLALCHEMY = "sqlalchemy<2.1"
 
 
 def server_requirements(version: str) -> tuple[str, ...]:
-    """The server image's requirements, with MLflow at `version`."""
+    """The server image's requirements, with MLflow at `version`; for 3.x (run through
+    serve.sh, which names the plugin's app) the server plugin too, as the image has it."""
     lines = [line.strip() for line in IMAGE_REQUIREMENTS.read_text().splitlines()]
     image = [line for line in lines if line and not line.startswith(("#", "mlflow=="))]
-    old_needs = [NEEDS_PKG_RESOURCES, OLD_SQLALCHEMY] if version.startswith("2.") else []
+    old_needs = [NEEDS_PKG_RESOURCES, OLD_SQLALCHEMY] if version.startswith("2.") else [str(SERVER_PLUGIN)]
     return (f"mlflow=={version}", *image, *old_needs)
 
 
@@ -70,7 +71,7 @@ def twin(stack, tmp_path_factory):
 def fresh_store(twin: LocalStack, name: str) -> dict[str, str]:
     """An empty database (as the MySQL image makes it) and bucket: the server's environment."""
     user = twin.config["MYSQL_USER"]
-    with pymysql.connect(host="127.0.0.1", port=twin.mysql_port, user="root") as conn:
+    with twin.root_connection() as conn:
         with conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{name}`")
             cur.execute(f"GRANT ALL ON `{name}`.* TO %s@'%%'", (user,))
@@ -80,7 +81,7 @@ def fresh_store(twin: LocalStack, name: str) -> dict[str, str]:
 
 
 def schema_revision(twin: LocalStack, database: str) -> str:
-    with pymysql.connect(host="127.0.0.1", port=twin.mysql_port, user="root", database=database) as conn:
+    with twin.root_connection(database=database) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT version_num FROM alembic_version")
             return cur.fetchone()[0]

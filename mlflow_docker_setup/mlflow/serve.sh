@@ -25,26 +25,36 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:
 # self-hosted stack, often on a machine without internet, keeps both to itself.
 export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
 
-# Sign-in and permissions when the stack is shared: MLflow's basic-auth app, with its
-# users in the database MLFLOW_AUTH_DATABASE_URI names. Nobody may read what they were
-# not granted; the first admin's password comes from MLFLOW_AUTH_ADMIN_PASSWORD.
+# The stack's app (mlflow_stack_server.app, installed with the server): MLflow's own with
+# the stack's checks, above all that artifacts go only into the server's own store.
+app=stack
+
+# Sign-in and permissions when the stack is shared: MLflow's basic-auth app (app
+# stack-shared), with its users in the database MLFLOW_AUTH_DATABASE_URI names and the
+# stack's brake on password guessing as its authorization function. Nobody may read what
+# they were not granted; the first admin's password comes from MLFLOW_AUTH_ADMIN_PASSWORD.
 # Checking a password hash costs far more than a log_metric call, so each worker keeps a
 # successful sign-in for MLFLOW_AUTH_CACHE_SECONDS (0: check every request); a changed
 # password or a deleted user reaches the other worker within that time.
+# The config holds the database password: it is written (mode 600) into MLFLOW_RUNTIME_DIR,
+# a tmpfs in the container and a folder the twin removes at stop, never left behind.
 if [ -n "${MLFLOW_AUTH_DATABASE_URI:-}" ]; then
     : "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_AUTH_ADMIN_PASSWORD for the first admin}"
     : "${MLFLOW_FLASK_SERVER_SECRET_KEY:?set MLFLOW_FLASK_SERVER_SECRET_KEY (signs the sign-in forms)}"
-    MLFLOW_AUTH_CONFIG_PATH="$(mktemp)"  # mode 600: it holds the database password
+    : "${MLFLOW_RUNTIME_DIR:?set MLFLOW_RUNTIME_DIR to a private folder that goes away with the server (a tmpfs)}"
+    MLFLOW_AUTH_CONFIG_PATH="$(mktemp -p "$MLFLOW_RUNTIME_DIR" basic_auth.XXXXXX)"  # mode 600
     export MLFLOW_AUTH_CONFIG_PATH
     cat >"$MLFLOW_AUTH_CONFIG_PATH" <<CONFIG
 [mlflow]
 default_permission = NO_PERMISSIONS
 database_uri = ${MLFLOW_AUTH_DATABASE_URI}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+authorization_function = mlflow_stack_server.signin:authenticate_request
 auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_SECONDS:-30}
 CONFIG
-    set -- --app-name basic-auth
+    # Once, before the workers start: the auth database, its first admin, the brake's table.
+    "$(dirname "$(command -v mlflow)")/python" -m mlflow_stack_server.bootstrap
+    app=stack-shared
 fi
 
 # Upgrading MLflow: MLFLOW_DB_UPGRADE=1 migrates a database written by an older MLflow to
@@ -66,4 +76,5 @@ exec mlflow server \
     --port "${MLFLOW_PORT:-5000}" \
     --workers "${MLFLOW_WORKERS:-2}" \
     --allowed-hosts "${MLFLOW_SERVER_ALLOWED_HOSTS}" \
+    --app-name "$app" \
     "$@"

@@ -21,6 +21,9 @@ tracking server hands the request body to boto3 while it is still arriving, so r
 it and sending it on to S3 overlap, where MLflow's default writes the whole body to a
 temporary file first and only then uploads it (two legs one after the other).
 
+In a tracking server process both refuse a root outside the server's own artifact store
+(artifact_locations.py), so no stored location makes the server read or write elsewhere.
+
 The entry points (pyproject.toml) put these classes in place of MLflow's for ``s3://``
 and ``file://`` in every process that has this package installed; they behave exactly as
 MLflow's otherwise. Drop a mapping once MLflow makes it itself.
@@ -43,6 +46,8 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, RESOURCE_EXHAU
 from mlflow.store.artifact.artifact_repo import StreamUploadMixin
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository as _LocalArtifactRepository
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository as _S3ArtifactRepository
+
+from .artifact_locations import check_server_artifact_root
 
 # What S3 servers answer for a missing key: GetObject's code, HeadObject's bare status.
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -78,6 +83,10 @@ def _disk_full_raised_as_store_full(where: str):
 
 
 class LocalArtifactRepository(_LocalArtifactRepository):
+    def __init__(self, artifact_uri, *args, **kwargs):
+        check_server_artifact_root(artifact_uri)
+        super().__init__(artifact_uri, *args, **kwargs)
+
     # Every way the server and clients write a file into the store.
     def log_artifact(self, local_file, artifact_path=None):
         with _disk_full_raised_as_store_full(self.artifact_dir):
@@ -139,6 +148,10 @@ class _ArrivingBody:
 
 
 class S3ArtifactRepository(_S3ArtifactRepository, StreamUploadMixin):
+    def __init__(self, artifact_uri, *args, **kwargs):
+        check_server_artifact_root(artifact_uri)
+        super().__init__(artifact_uri, *args, **kwargs)
+
     def _download_file(self, remote_file_path, local_path):
         try:
             super()._download_file(remote_file_path, local_path)

@@ -1,0 +1,11 @@
+"""This stack's extensions of the MLflow tracking server, loaded through MLflow's entry
+points (pyproject.toml), one module per role:
+
+- ``artifact_repos``: the s3:// and file:// artifact repositories (store errors answered
+  with statuses clients do not retry, uploads streamed on to S3, roots kept in the store);
+- ``artifact_locations``: where the server lets artifacts go;
+- ``app``: the server app (``--app-name stack`` / ``stack-shared``) and its request checks;
+- ``signin``: the brake on password guessing (the basic-auth app's authorization function);
+- ``passwords``: which passwords users may choose;
+- ``bootstrap``: the auth database, made once before a shared server's workers start.
+"""
