@@ -227,7 +227,7 @@ def test_twin_renders_the_templates_exactly_like_the_images_envsubst(template, c
     assert rendered == envsubst
     assert "${" not in rendered
     if template == NGINX_SHARED_TEMPLATE:  # nginx's own variables stay for nginx
-        assert "https://$host:" in rendered and "$binary_remote_addr" in rendered
+        assert "https://$host:" in rendered and "$upstream_http_x_content_type_options" in rendered
     # The shared include is not rendered at all: no variable of the environment's in it.
     assert "${" not in NGINX_PROXY_CONFIG.read_text()
 
