@@ -211,6 +211,10 @@ class LocalStack(S3Access, SharedAccess, Outages):
         self.config = {**stack_env(self.secrets_dir, generate=True), **(overrides or {})}
         self.bucket = self.config["MLFLOW_BUCKET"]
         self.mysql_port, self.s3_port, self.mlflow_port, self.nginx_port, self.https_port = free_ports(5)
+        # Empty until a new data folder's root gets the generated MYSQL_ROOT_PASSWORD.
+        self._root_password = "" if not (self.workdir / "mysql-data").exists() else self.config["MYSQL_ROOT_PASSWORD"]
+        # Files that hold secrets while the server runs (its auth config): removed at stop.
+        self.runtime_dir = self.workdir / "run"
         self.s3_credentials: dict[str, str] = {}
         self.services: dict[str, Service] = {}
         self.startup_seconds: float | None = None
@@ -264,6 +268,7 @@ class LocalStack(S3Access, SharedAccess, Outages):
     def stop(self) -> None:
         for service in reversed(list(self.services.values())):
             service.stop()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     def restart(self, name: str) -> None:
         """Restart one service (``database`` or ``mlflow``) and wait until it is healthy."""
@@ -318,7 +323,8 @@ class LocalStack(S3Access, SharedAccess, Outages):
     def _start_database(self) -> None:
         datadir = self.workdir / "mysql-data"
         run_as_root = ["--user=root"] if os.geteuid() == 0 else []
-        if not datadir.exists():
+        new = not datadir.exists()
+        if new:
             install_db = _require_binary("mariadb-install-db", "apt-get install mariadb-server")
             subprocess.run(
                 [install_db, "--no-defaults", f"--datadir={datadir}",
@@ -335,24 +341,41 @@ class LocalStack(S3Access, SharedAccess, Outages):
             log_path=self.workdir / "database.log",
             ready=self._database_ready,
         ))
+        if new:  # mariadb-install-db leaves root without a password: give it the generated one
+            self._set_root_password()
         self._create_database_and_user()
+
+    def root_connection(self, **kwargs):
+        """The database as its root user, as the MySQL container's MYSQL_ROOT_PASSWORD has it."""
+        import pymysql
+
+        return pymysql.connect(host="127.0.0.1", port=self.mysql_port, user="root",
+                               password=self._root_password, **kwargs)
+
+    def _set_root_password(self) -> None:
+        with self.root_connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT host FROM mysql.user WHERE user = 'root'")
+            for (host,) in cur.fetchall():
+                # Loopback roots get the password; one named after the machine goes.
+                if host in ("localhost", "127.0.0.1", "::1"):
+                    cur.execute("ALTER USER 'root'@%s IDENTIFIED BY %s", (host, self.config["MYSQL_ROOT_PASSWORD"]))
+                else:
+                    cur.execute("DROP USER 'root'@%s", (host,))
+        self._root_password = self.config["MYSQL_ROOT_PASSWORD"]
 
     def _database_ready(self) -> bool:
         import pymysql
 
         try:
-            pymysql.connect(host="127.0.0.1", port=self.mysql_port, user="root",
-                            connect_timeout=1).close()
+            self.root_connection(connect_timeout=1).close()
             return True
         except pymysql.MySQLError:
             return False
 
     def _create_database_and_user(self) -> None:
         """What the MySQL image does from MYSQL_DATABASE / MYSQL_USER / MYSQL_PASSWORD."""
-        import pymysql
-
         c = self.config
-        with pymysql.connect(host="127.0.0.1", port=self.mysql_port, user="root") as conn:
+        with self.root_connection() as conn:
             with conn.cursor() as cur:
                 cur.execute("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s",
                             (c["MYSQL_USER"], c["MYSQL_PASSWORD"]))
@@ -410,7 +433,9 @@ class LocalStack(S3Access, SharedAccess, Outages):
             "MLFLOW_AUTH_ADMIN_PASSWORD": self.config["MLFLOW_ADMIN_PASSWORD"],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": self.config["MLFLOW_FLASK_SERVER_SECRET_KEY"],
             "MLFLOW_AUTH_CACHE_SECONDS": self.config["MLFLOW_AUTH_CACHE_SECONDS"],
+            "MLFLOW_RUNTIME_DIR": str(self.runtime_dir),
         } if self.share else {}
+        self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
         self._launch(Service(
             name="mlflow",
             argv=["sh", str(SERVE_SCRIPT)],
