@@ -1,0 +1,285 @@
+"""The stack as an attacker tries it: a signed-in user with the default permission, an
+anonymous client, a password guesser. On the shared twin and the shared compose stack (and
+the loopback stacks where the default mode has the same rule), always through nginx on
+loopback, or from a second loopback address (127.0.0.2) for the per-address limit.
+
+Each test here failed on the stack before the server plugin's app (mlflow_stack_server.app,
+signin.py): the weakness it names was there.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import ssl
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from dl_model_tracking.local_stack import LocalStack
+from test_sharing import mlflow_users, new_user
+
+pytestmark = pytest.mark.stack
+
+# Where a user must not make the server write: its disk, the bucket's root, the server's own
+# experiment folders (numbers), and through the server's own scheme into another experiment.
+HOSTILE_LOCATIONS = ["file:///etc", "/etc", "file:///proc/self", "file:///tmp/../etc",
+                     "s3://{bucket}", "s3://{bucket}/0", "s3://{bucket}/1/../../etc",
+                     "mlflow-artifacts:/0", "http://127.0.0.1:9/x", "ftp://127.0.0.1/x"]
+
+
+def request(stack, path: str, credentials: tuple[str, str] | None = None, method: str = "GET",
+            body: dict | bytes | None = None, source: str | None = None,
+            content_type: str = "application/json") -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request through the stack's nginx; ``source`` binds the client to another loopback address."""
+    scheme, rest = stack.tracking_uri.split("://", 1)
+    host, port = rest.rsplit(":", 1)
+    kwargs = {"timeout": 30, "source_address": (source, 0) if source else None}
+    if scheme == "https":
+        connection = http.client.HTTPSConnection(host, int(port), context=stack.ssl_context(), **kwargs)
+    else:
+        connection = http.client.HTTPConnection(host, int(port), **kwargs)
+    headers = {"Content-Type": content_type}
+    if credentials:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    try:
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def message(body: bytes) -> str:
+    return json.loads(body)["message"]
+
+
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+# -- artifact locations are the server's to choose ------------------------------------------
+@pytest.mark.parametrize("location", HOSTILE_LOCATIONS + ["s3://{bucket}/my-prefix"])
+def test_a_signed_in_user_cannot_choose_an_artifact_location_when_shared(shared_stack, location):
+    user = new_user(shared_stack)
+    name = f"hostile-{uuid.uuid4().hex[:8]}"
+    status, _, body = request(shared_stack, "/api/2.0/mlflow/experiments/create", user, "POST",
+                              {"name": name, "artifact_location": location.format(bucket=shared_stack.bucket)})
+    assert status == 400, body
+    assert "this shared server chooses where every experiment's artifacts go" in message(body)
+    status, _, _ = request(shared_stack, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}",
+                           shared_stack.admin_credentials)
+    assert status == 404  # nothing was created
+
+
+@pytest.mark.parametrize("location", HOSTILE_LOCATIONS)
+def test_locations_outside_the_artifact_store_are_refused_on_loopback_too(each_stack, location):
+    with pytest.raises(MlflowException, match="refused: only this server's artifact store takes artifacts"):
+        MlflowClient(each_stack.tracking_uri).create_experiment(
+            f"hostile-{uuid.uuid4().hex[:8]}", artifact_location=location.format(bucket=each_stack.bucket))
+
+
+def test_the_books_prefix_of_the_bucket_still_works_on_loopback(each_stack):
+    location = f"s3://{each_stack.bucket}/book-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient(each_stack.tracking_uri)
+    experiment_id = client.create_experiment(f"book-{uuid.uuid4().hex[:8]}", artifact_location=location)
+    assert client.get_experiment(experiment_id).artifact_location == location
+
+
+def test_an_upload_lands_in_the_users_own_experiment_folder_when_shared(shared_stack):
+    """The positive control of the refusals above: the server's own location works."""
+    user = new_user(shared_stack)
+    status, _, body = request(shared_stack, "/api/2.0/mlflow/experiments/create", user, "POST",
+                              {"name": f"own-{uuid.uuid4().hex[:8]}"})
+    assert status == 200, body
+    experiment_id = json.loads(body)["experiment_id"]
+    status, _, body = request(shared_stack, "/api/2.0/mlflow/runs/create", user, "POST",
+                              {"experiment_id": experiment_id})
+    run_id = json.loads(body)["run"]["info"]["run_id"]
+    status, _, body = request(shared_stack, f"/ajax-api/2.0/mlflow/upload-artifact?run_uuid={run_id}&path=x.txt",
+                              user, "POST", b"mine", content_type="application/octet-stream")
+    assert status == 200, body
+    key = f"{experiment_id}/{run_id}/artifacts/x.txt"
+    assert shared_stack.s3_client().get_object(Bucket=shared_stack.bucket, Key=key)["Body"].read() == b"mine"
+
+
+def test_a_location_stored_before_the_check_is_not_written_to(twin_stack, tmp_path):
+    """An experiment made before the server checked locations (written straight into the
+    database here) keeps its location, but the server neither writes nor reads there."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    outside = tmp_path / "outside"
+    store = SqlAlchemyStore(twin_stack.backend_store_uri, "mlflow-artifacts:/")
+    experiment_id = store.create_experiment(f"old-{uuid.uuid4().hex[:8]}", artifact_location=outside.as_uri())
+    run_id = MlflowClient(twin_stack.tracking_uri).create_run(experiment_id).info.run_id
+    status, _, body = request(twin_stack, f"/ajax-api/2.0/mlflow/upload-artifact?run_uuid={run_id}&path=x.txt",
+                              None, "POST", b"theirs", content_type="application/octet-stream")
+    assert status == 400, body
+    assert "is outside this server's artifact store" in message(body)
+    assert not outside.exists()
+    status, _, body = request(twin_stack, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}")
+    assert status == 400 and "is outside this server's artifact store" in message(body)
+
+
+# -- a brake on guessing ------------------------------------------------------------------
+def test_guessing_a_users_password_locks_the_name_and_tells_when_to_retry(shared_stack):
+    user, password = new_user(shared_stack)  # never signed in: nothing cached anywhere
+    statuses = [request(shared_stack, SEARCH, (user, f"guess-{n}")) for n in range(6)]
+    assert [status for status, _, _ in statuses] == [401] * 4 + [429] * 2
+    retry_after = int(statuses[-1][1]["Retry-After"])
+    assert 1 <= retry_after <= 60
+    assert "Too many failed sign-ins" in message(statuses[-1][2])
+    # Locked: even the right password is not checked (a right guess would tell nothing) ...
+    assert request(shared_stack, SEARCH, (user, password))[0] == 429
+    # ... anonymous requests still get the sign-in prompt ...
+    status, headers, _ = request(shared_stack, SEARCH)
+    assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="mlflow"'
+    # ... and an admin lifts the lock.
+    unlocked = mlflow_users(shared_stack, "unlock", user)
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert unlocked.stdout.strip() == f"{user}: unlocked"
+    assert request(shared_stack, SEARCH, (user, password))[0] == 200
+
+
+def test_guessing_from_one_address_locks_that_address_for_every_name(shared_twin):
+    """From 127.0.0.2 (nginx's X-Real-IP): other names, even unknown ones, then a locked address."""
+    statuses = [request(shared_twin, SEARCH, (f"nobody-{n}", "guess"), source="127.0.0.2")[0] for n in range(21)]
+    assert statuses[:19] == [401] * 19 and statuses[19:] == [429, 429], statuses
+    # Another address is not affected; the admin lifts the address's lock.
+    assert request(shared_twin, SEARCH, shared_twin.admin_credentials)[0] == 200
+    unlocked = mlflow_users(shared_twin, "unlock", "--address", "127.0.0.2")
+    assert unlocked.returncode == 0 and unlocked.stdout.strip() == "127.0.0.2: unlocked", unlocked.stderr
+    assert request(shared_twin, SEARCH, ("nobody", "guess"), source="127.0.0.2")[0] == 401
+
+
+def test_unlocking_is_for_admins(shared_stack):
+    user = new_user(shared_stack)
+    status, _, body = request(shared_stack, "/api/2.0/stack/signin/unlock", user, "POST", {"username": "admin"})
+    assert status == 403, body  # MLflow's auth app refuses a route it has no rule for, the view again
+
+
+@pytest.mark.parametrize("password, reason", [
+    ("password1234", "at least 16 are needed"),
+    ("Password1234567890!", "on the list of well-known passwords"),
+    ("minioadmin2026", "at least 16 are needed"),
+    ("qwertyuiop123456", "on the list of well-known passwords"),
+])
+def test_weak_passwords_are_refused_for_new_and_changed_passwords(shared_stack, password, reason):
+    admin = shared_stack.admin_credentials
+    name = f"weak-{uuid.uuid4().hex[:8]}"
+    status, _, body = request(shared_stack, "/api/2.0/mlflow/users/create", admin, "POST",
+                              {"username": name, "password": password})
+    assert status == 400 and reason in message(body), body
+    user, _ = new_user(shared_stack)
+    status, _, body = request(shared_stack, "/api/2.0/mlflow/users/update-password", admin, "PATCH",
+                              {"username": user, "password": password})
+    assert status == 400 and reason in message(body), body
+
+
+# -- less to learn from answers -----------------------------------------------------------
+def test_only_admins_list_the_users(shared_stack):
+    status, _, body = request(shared_stack, "/api/2.0/mlflow/users/list", new_user(shared_stack))
+    assert status == 403 and message(body) == "Only admins may list the users"
+    status, _, body = request(shared_stack, "/api/2.0/mlflow/users/list", shared_stack.admin_credentials)
+    assert status == 200 and "admin" in {user["username"] for user in json.loads(body)["users"]}
+
+
+def test_a_filter_the_database_cannot_join_is_refused_with_400_not_retried(each_stack):
+    clauses = " and ".join(f"params.p{n} = 'x'" for n in range(61))
+    status, _, body = request(each_stack, "/api/2.0/mlflow/runs/search", None, "POST",
+                              {"experiment_ids": ["0"], "filter": clauses})
+    assert status == 400
+    assert message(body) == ("filter refused: it compares 61 metrics, params and tags; at most 50 "
+                             "(the database joins a table for each)")
+
+
+def test_a_server_error_answers_one_generic_line_and_logs_the_details(twin_stack):
+    """The database away: MLflow's answer names the driver, the host and the SQL; the client
+    gets one line with a reference, the server's log the rest."""
+    twin_stack.take_down("database")
+    try:
+        status, _, body = request(twin_stack, "/api/2.0/mlflow/runs/search", None, "POST",
+                                  {"experiment_ids": ["0"], "filter": "params.p = 'x'"})
+    finally:
+        twin_stack.bring_back("database")
+    assert status in (500, 503), body
+    answer = json.loads(body)
+    assert set(answer) == {"error_code", "message"}
+    assert answer["message"].startswith("The tracking server could not answer this request (reference ")
+    for leak in ("SELECT", "pymysql", "MySQL", "127.0.0.1", "Traceback"):
+        assert leak not in body.decode()
+    reference = answer["message"].split("reference ", 1)[1].split(";", 1)[0]
+    log = Path(twin_stack.services["mlflow"].log_path).read_text(errors="replace")
+    assert f"(reference {reference})" in log
+
+
+# -- transport and housekeeping -----------------------------------------------------------
+def tls12_with(stack, ciphers: str) -> bool:
+    context = ssl.create_default_context(cafile=str(stack.ca_file))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    port = int(stack.tracking_uri.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1"):
+                return True
+    except ssl.SSLError:
+        return False
+
+
+def test_tls12_offers_only_forward_secret_aead_suites(shared_stack):
+    assert tls12_with(shared_stack, "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256")
+    for weak in ("AES128-SHA", "ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256", "ECDHE-RSA-AES256-SHA384",
+                 "CAMELLIA128-SHA", "AES128-CCM8"):
+        assert not tls12_with(shared_stack, weak), weak
+
+
+def test_nginxs_own_answers_carry_nosniff_and_no_framing(shared_stack):
+    # A request line nginx refuses itself (400), and the plain-HTTP redirect.
+    status, headers, _ = request(shared_stack, "/%zz")
+    assert status == 400 and "mlflow" not in headers.get("Server", "").lower()
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+    connection = http.client.HTTPConnection("127.0.0.1", shared_stack.nginx_port, timeout=10)
+    connection.request("GET", "/")
+    redirect = connection.getresponse()
+    assert redirect.status == 308
+    assert redirect.getheader("X-Content-Type-Options") == "nosniff" and redirect.getheader("X-Frame-Options") == "DENY"
+    # MLflow's own answers keep its headers, each sent once.
+    status, headers, _ = request(shared_stack, SEARCH, shared_stack.admin_credentials)
+    assert status == 200 and headers.get_all("X-Content-Type-Options") == ["nosniff"]
+
+
+def test_the_auth_config_lives_only_while_the_server_runs_and_no_password_shows_in_ps(tmp_path):
+    twin = LocalStack(tmp_path / "work", share=True, secrets_dir=tmp_path / "secrets")
+    with twin.start():
+        configs = list(twin.runtime_dir.iterdir())
+        assert len(configs) == 1 and stat.S_IMODE(configs[0].stat().st_mode) == 0o600
+        assert stat.S_IMODE(twin.runtime_dir.stat().st_mode) == 0o700
+        processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+        for secret in ("MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MINIO_ROOT_PASSWORD"):
+            assert twin.config[secret] not in processes, secret
+        # The twin's database root has the generated password, not none.
+        import pymysql
+
+        with pytest.raises(pymysql.err.OperationalError, match="Access denied"):
+            pymysql.connect(host="127.0.0.1", port=twin.mysql_port, user="root", password="").close()
+        twin.root_connection().close()
+    assert not twin.runtime_dir.exists()
+
+
+@pytest.mark.docker
+def test_the_compose_servers_auth_config_is_on_a_tmpfs(shared_docker):
+    container = shared_docker.container("mlflow")
+    mounts = subprocess.run(["docker", "exec", container, "cat", "/proc/mounts"], capture_output=True,
+                            text=True, check=True).stdout
+    assert any(line.split()[1:3] == ["/run/mlflow", "tmpfs"] for line in mounts.splitlines()), mounts
+    listed = subprocess.run(["docker", "exec", container, "sh", "-c", "ls /run/mlflow; ls /tmp"],
+                            capture_output=True, text=True, check=True).stdout
+    assert listed.split()[0].startswith("basic_auth.") and len(listed.split()) == 1, listed
