@@ -285,3 +285,14 @@ def test_the_compose_servers_auth_config_is_on_a_tmpfs(shared_docker):
     listed = subprocess.run(["docker", "exec", container, "sh", "-c", "ls /run/mlflow; ls /tmp"],
                             capture_output=True, text=True, check=True).stdout
     assert listed.split()[0].startswith("basic_auth.") and len(listed.split()) == 1, listed
+
+
+def test_the_mlflow_internals_the_brake_relies_on_are_still_there():
+    """signin.py reads MLflow's sign-in cache (private names of mlflow.server.auth, 3.17.2):
+    an upgrade that renames or drops one fails here, by name, before any sign-in does."""
+    from mlflow.server import auth
+
+    for name in ("_authenticate_cached", "_USER_AUTH_CACHE", "_USER_AUTH_CACHE_LOCK", "_auth_cache_key",
+                 "make_basic_auth_response", "sender_is_admin", "store", "auth_config"):
+        assert hasattr(auth, name), f"mlflow.server.auth.{name} is gone: update mlflow_stack_server/signin.py"
+    assert auth._auth_cache_key("u", "p") == auth._auth_cache_key("u", "p")
