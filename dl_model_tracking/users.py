@@ -25,8 +25,6 @@ from .server import TrackingServerUnavailable, check_server
 from .settings import SettingsFileError, load_settings
 
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
-# The stack's server plugin (mlflow_stack_server.app.UNLOCK_ROUTE): MLflow's client has no call for it.
-UNLOCK_ROUTE = "/api/2.0/stack/signin/unlock"
 
 
 def auth_client(tracking_uri: str):
@@ -123,6 +121,7 @@ def unlock_signins(tracking_uri: str, username: str | None, address: str | None)
     """Ask the server to lift a sign-in lock; whether there was one."""
     from mlflow.exceptions import MlflowException
     from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+    from mlflow_stack_server.app import UNLOCK_ROUTE  # the server plugin's route: MLflow's client has no call for it
 
     creds = MlflowHostCreds(tracking_uri, username=os.environ.get("MLFLOW_TRACKING_USERNAME"),
                             password=os.environ.get("MLFLOW_TRACKING_PASSWORD"),

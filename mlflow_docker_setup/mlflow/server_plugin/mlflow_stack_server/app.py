@@ -39,10 +39,13 @@ _GENERIC_STATUSES = {500: "INTERNAL_ERROR", 502: "INTERNAL_ERROR", 503: "TEMPORA
 
 def create_app():
     """MLflow's app on loopback, with the stack's checks."""
+    from mlflow.environment_variables import _MLFLOW_SGI_NAME
     from mlflow.server import app as flask_app
+    from mlflow.server.fastapi_app import create_fastapi_app
 
     _add_checks(flask_app, shared=False)
-    return _asgi(flask_app, _served)
+    # What `mlflow server` serves: under uvicorn, MLflow's FastAPI app around the Flask one.
+    return _with_generic_errors(create_fastapi_app(flask_app) if _MLFLOW_SGI_NAME.get() == "uvicorn" else flask_app)
 
 
 def create_shared_app():
@@ -54,24 +57,13 @@ def create_shared_app():
     _add_checks(flask_app, shared=True)
     flask_app.before_request(_shared_only_checks)
     flask_app.add_url_rule(UNLOCK_ROUTE, view_func=_unlock, methods=["POST"])
-    return _asgi(flask_app, lambda app: served)
+    return _with_generic_errors(served)
 
 
-def _served(flask_app: Flask):
-    """What uvicorn serves: MLflow's FastAPI app around the Flask one (as `mlflow server`
-    builds it); the Flask app itself under gunicorn or waitress."""
-    from mlflow.server.fastapi_app import create_fastapi_app
-
-    return create_fastapi_app(flask_app)
-
-
-def _asgi(flask_app: Flask, build):
-    from mlflow.environment_variables import _MLFLOW_SGI_NAME
-
-    if _MLFLOW_SGI_NAME.get() != "uvicorn":
-        return flask_app
-    served = build(flask_app)
-    served.add_middleware(GenericServerErrors)
+def _with_generic_errors(served):
+    """The ASGI app with GenericServerErrors around it; the Flask app (gunicorn, waitress) as it is."""
+    if not isinstance(served, Flask):
+        served.add_middleware(GenericServerErrors)
     return served
 
 
