@@ -288,11 +288,17 @@ def test_the_compose_servers_auth_config_is_on_a_tmpfs(shared_docker):
 
 
 def test_the_mlflow_internals_the_brake_relies_on_are_still_there():
-    """signin.py reads MLflow's sign-in cache (private names of mlflow.server.auth, 3.17.2):
-    an upgrade that renames or drops one fails here, by name, before any sign-in does."""
+    """signin.py reads MLflow's sign-in cache and app.py opens its stores through private names
+    (mlflow.server.auth and handlers, 3.17.2): an upgrade that renames or drops one fails
+    here, by name, before any server does."""
     from mlflow.server import auth
 
     for name in ("_authenticate_cached", "_USER_AUTH_CACHE", "_USER_AUTH_CACHE_LOCK", "_auth_cache_key",
                  "make_basic_auth_response", "sender_is_admin", "store", "auth_config"):
         assert hasattr(auth, name), f"mlflow.server.auth.{name} is gone: update mlflow_stack_server/signin.py"
     assert auth._auth_cache_key("u", "p") == auth._auth_cache_key("u", "p")
+    # app.py opens each worker's stores at start through these.
+    from mlflow.server import handlers
+
+    for name in ("_get_tracking_store", "_get_model_registry_store"):
+        assert callable(getattr(handlers, name, None)), f"mlflow.server.handlers.{name} is gone: update mlflow_stack_server/app.py"

@@ -98,3 +98,15 @@ def test_probe_names_the_missing_service(breakable_stack, service, named):
         breakable_stack.bring_back(service)
     assert named in line, line
     assert missing_service(breakable_stack.tracking_uri) is None
+
+
+def test_every_worker_answers_a_database_outage_at_once(breakable_stack):
+    """A server worker that had not yet opened its database store when the database went
+    away used to hang its first request in MLflow's ~100 s connect retry: the stack's app
+    opens the stores as each worker starts. Eight probes reach both workers."""
+    breakable_stack.take_down("database")
+    try:
+        lines = [missing_service(breakable_stack.tracking_uri, timeout=3) for _ in range(8)]
+    finally:
+        breakable_stack.bring_back("database")
+    assert all(line and "cannot reach its database, MySQL (HTTP 503" in line for line in lines), lines

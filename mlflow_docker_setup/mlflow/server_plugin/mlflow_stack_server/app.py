@@ -10,6 +10,7 @@ middleware to the ASGI app uvicorn serves; nothing of MLflow's is edited.
 - **Filters the database cannot run**: a runs search comparing more metrics, params and tags
   than MAX_JOINED_CLAUSES is refused with 400 (MySQL joins a table for each and gives up
   past 61, which MLflow answers 503: clients would retry it for minutes).
+- **Stores opened at start**: a database outage is answered 503 by every worker at once.
 - **Error details stay in the server's log**: a 500, 502, 503 or 504 answer's body (MLflow's
   carry SQL statements, bound values and tracebacks) is replaced by one generic JSON line
   with a reference that finds the details in the log.
@@ -43,6 +44,7 @@ def create_app():
     from mlflow.server import app as flask_app
     from mlflow.server.fastapi_app import create_fastapi_app
 
+    _open_stores()
     _add_checks(flask_app, shared=False)
     # What `mlflow server` serves: under uvicorn, MLflow's FastAPI app around the Flask one.
     return _with_generic_errors(create_fastapi_app(flask_app) if _MLFLOW_SGI_NAME.get() == "uvicorn" else flask_app)
@@ -54,10 +56,22 @@ def create_shared_app():
     from mlflow.server.auth import create_app as create_auth_app
 
     served = create_auth_app(flask_app)  # its sign-in runs first: anonymous requests get 401
+    _open_stores()
     _add_checks(flask_app, shared=True)
     flask_app.before_request(_shared_only_checks)
     flask_app.add_url_rule(UNLOCK_ROUTE, view_func=_unlock, methods=["POST"])
     return _with_generic_errors(served)
+
+
+def _open_stores() -> None:
+    """Each worker opens MLflow's database stores as it starts, while the database answers
+    (start-up waits for it). MLflow opens them at a worker's first request instead, through
+    a connect retry of about 100 s: a worker whose first request came during a database
+    outage hung that long instead of answering 503 at once."""
+    from mlflow.server.handlers import _get_model_registry_store, _get_tracking_store
+
+    _get_tracking_store()
+    _get_model_registry_store()
 
 
 def _with_generic_errors(served):
