@@ -211,8 +211,7 @@ class LocalStack(S3Access, SharedAccess, Outages):
         self.config = {**stack_env(self.secrets_dir, generate=True), **(overrides or {})}
         self.bucket = self.config["MLFLOW_BUCKET"]
         self.mysql_port, self.s3_port, self.mlflow_port, self.nginx_port, self.https_port = free_ports(5)
-        # Empty until a new data folder's root gets the generated MYSQL_ROOT_PASSWORD.
-        self._root_password = "" if not (self.workdir / "mysql-data").exists() else self.config["MYSQL_ROOT_PASSWORD"]
+        self._root_password = self.config["MYSQL_ROOT_PASSWORD"]  # "" while a new data folder has none yet
         # Files that hold secrets while the server runs (its auth config): removed at stop.
         self.runtime_dir = self.workdir / "run"
         self.s3_credentials: dict[str, str] = {}
@@ -325,6 +324,7 @@ class LocalStack(S3Access, SharedAccess, Outages):
         run_as_root = ["--user=root"] if os.geteuid() == 0 else []
         new = not datadir.exists()
         if new:
+            self._root_password = ""
             install_db = _require_binary("mariadb-install-db", "apt-get install mariadb-server")
             subprocess.run(
                 [install_db, "--no-defaults", f"--datadir={datadir}",
