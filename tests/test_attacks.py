@@ -191,13 +191,34 @@ def test_only_admins_list_the_users(shared_stack):
     assert status == 200 and "admin" in {user["username"] for user in json.loads(body)["users"]}
 
 
-def test_a_filter_the_database_cannot_join_is_refused_with_400_not_retried(each_stack):
+SEARCH_RUNS_GRAPHQL = "mlflowSearchRuns(input: %s) { runs { info { runId } } }"
+
+
+@pytest.mark.parametrize("written_as", ["rest", "graphql", "graphql-filter-variable", "graphql-input-variable"])
+def test_a_filter_the_database_cannot_join_is_refused_with_400_not_retried(each_stack, written_as):
     clauses = " and ".join(f"params.p{n} = 'x'" for n in range(61))
-    status, _, body = request(each_stack, "/api/2.0/mlflow/runs/search", None, "POST",
-                              {"experiment_ids": ["0"], "filter": clauses})
-    assert status == 400
-    assert message(body) == ("filter refused: it compares 61 metrics, params and tags; at most 50 "
-                             "(the database joins a table for each)")
+    path, body = "/graphql", None
+    if written_as == "rest":
+        path, body = "/api/2.0/mlflow/runs/search", {"experiment_ids": ["0"], "filter": clauses}
+    elif written_as == "graphql":
+        body = {"query": "query { %s }" % SEARCH_RUNS_GRAPHQL % f'{{experimentIds: ["0"], filter: "{clauses}"}}'}
+    elif written_as == "graphql-filter-variable":
+        body = {"query": "query q($f: String) { %s }" % SEARCH_RUNS_GRAPHQL % '{experimentIds: ["0"], filter: $f}',
+                "variables": {"f": clauses}}
+    else:
+        body = {"query": "query q($i: MlflowSearchRunsInput) { %s }" % SEARCH_RUNS_GRAPHQL % "$i",
+                "variables": {"i": {"experimentIds": ["0"], "filter": clauses}}}
+    status, _, answer = request(each_stack, path, None, "POST", body)
+    assert status == 400, answer
+    assert message(answer) == ("filter refused: it compares 61 metrics, params and tags; at most 50 "
+                               "(the database joins a table for each)")
+
+
+def test_a_small_graphql_search_still_answers(each_stack):
+    """The positive control of the GraphQL refusals: the UI's own kind of query passes the check."""
+    query = "query { %s }" % SEARCH_RUNS_GRAPHQL % """{experimentIds: ["0"], filter: "params.p0 = 'x'"}"""
+    status, _, answer = request(each_stack, "/graphql", None, "POST", {"query": query})
+    assert status == 200 and json.loads(answer) == {"data": {"mlflowSearchRuns": {"runs": []}}, "errors": None}
 
 
 def test_a_server_error_answers_one_generic_line_and_logs_the_details(twin_stack):
@@ -212,11 +233,34 @@ def test_a_server_error_answers_one_generic_line_and_logs_the_details(twin_stack
     assert status in (500, 503), body
     answer = json.loads(body)
     assert set(answer) == {"error_code", "message"}
-    assert answer["message"].startswith("The tracking server could not answer this request (reference ")
     for leak in ("SELECT", "pymysql", "MySQL", "127.0.0.1", "Traceback"):
         assert leak not in body.decode()
-    reference = answer["message"].split("reference ", 1)[1].split(";", 1)[0]
-    log = Path(twin_stack.services["mlflow"].log_path).read_text(errors="replace")
+    assert_logged(twin_stack, answer["message"])
+
+
+def test_a_database_error_in_a_graphql_answer_is_one_generic_line(twin_stack):
+    """GraphQL answers a resolver's failure with 200 and the error's text: with the database
+    away, MLflow's names the driver and the host. The text is replaced, the answer's shape kept."""
+    query = 'query { mlflowGetRun(input: {runId: "%s"}) { run { info { runId } } } }' % uuid.uuid4().hex
+    status, _, body = request(twin_stack, "/graphql", None, "POST", {"query": query})
+    assert status == 200 and json.loads(body)["errors"][0].startswith("Run with id=")  # a user's error: kept
+    twin_stack.take_down("database")
+    try:
+        status, _, body = request(twin_stack, "/graphql", None, "POST", {"query": query})
+    finally:
+        twin_stack.bring_back("database")
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["data"] == {"mlflowGetRun": None} and len(answer["errors"]) == 1
+    for leak in ("pymysql", "MySQL", "127.0.0.1", "sqlalche.me"):
+        assert leak not in body.decode()
+    assert_logged(twin_stack, answer["errors"][0])
+
+
+def assert_logged(stack, generic: str) -> None:
+    assert generic.startswith("The tracking server could not answer this request (reference ")
+    reference = generic.split("reference ", 1)[1].split(";", 1)[0]
+    log = Path(stack.services["mlflow"].log_path).read_text(errors="replace")
     assert f"(reference {reference})" in log
 
 
@@ -256,6 +300,33 @@ def test_nginxs_own_answers_carry_nosniff_and_no_framing(shared_stack):
     # MLflow's own answers keep its headers, each sent once.
     status, headers, _ = request(shared_stack, SEARCH, shared_stack.admin_credentials)
     assert status == 200 and headers.get_all("X-Content-Type-Options") == ["nosniff"]
+
+
+def policies_of(stack, credentials=None) -> dict[str, list[str]]:
+    paths = ["/", "/static-files/favicon.ico", SEARCH, "/api/2.0/mlflow/runs/get?run_id=x",
+             "/static-files/lib/notebook-trace-renderer/index.html"]
+    return {path: request(stack, path, credentials)[1].get_all("Content-Security-Policy") for path in paths}
+
+
+def expected_policies() -> dict[str, list[str]]:
+    """The UI's page, its files, API answers and errors; the notebook trace renderer, which
+    Jupyter frames from its own origin, without frame-ancestors (MLflow leaves it without
+    X-Frame-Options too). tests/test_browser.py checks that the UI works under the policy."""
+    from mlflow_stack_server.content_policy import CONTENT_SECURITY_POLICY
+
+    assert "script-src 'self';" in CONTENT_SECURITY_POLICY and "unsafe-eval" not in CONTENT_SECURITY_POLICY
+    framed_here = [f"{CONTENT_SECURITY_POLICY}; frame-ancestors 'self'"]
+    return {"/": framed_here, "/static-files/favicon.ico": framed_here, SEARCH: framed_here,
+            "/api/2.0/mlflow/runs/get?run_id=x": framed_here,
+            "/static-files/lib/notebook-trace-renderer/index.html": [CONTENT_SECURITY_POLICY]}
+
+
+def test_every_answer_carries_the_content_security_policy(each_stack):
+    assert policies_of(each_stack) == expected_policies()
+
+
+def test_every_answer_carries_the_content_security_policy_when_shared(shared_stack):
+    assert policies_of(shared_stack, shared_stack.admin_credentials) == expected_policies()
 
 
 def test_the_auth_config_lives_only_while_the_server_runs_and_no_password_shows_in_ps(tmp_path):

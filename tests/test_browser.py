@@ -1,6 +1,9 @@
-"""The MLflow UI in a real browser (Debian's headless Chromium), through nginx."""
+"""The MLflow UI in a real browser (Debian's headless Chromium), through nginx, under the
+server's Content-Security-Policy: every page here is checked for violations in the console."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 
@@ -28,11 +31,22 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def page(browser):
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
+def watched_page(context):
+    """A new page, and the Content-Security-Policy violations Chromium reports in its console."""
+    page = context.new_page()
     page.set_default_timeout(60_000)
-    return page
+    violations: list[str] = []
+    page.on("console", lambda message: "Content Security Policy" in message.text and violations.append(message.text))
+    return page, violations
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page, violations = watched_page(context)
+    yield page
+    context.close()
+    assert violations == [], "the UI broke the server's Content-Security-Policy"
 
 
 def test_registered_model_version_page(page, chapter_notebook, stack):
@@ -86,15 +100,45 @@ def test_a_shared_stack_asks_the_browser_to_sign_in_and_shows_a_users_run(shared
     try:
         answer = anonymous.request.get(f"{shared_twin.tracking_uri}/")
         assert answer.status == 401 and answer.headers["www-authenticate"] == 'Basic realm="mlflow"'
-        page = member.new_page()
-        page.set_default_timeout(60_000)
+        page, violations = watched_page(member)
         page.goto(url)
         expect(page.get_by_text("seen-in-the-browser").first).to_be_visible()
         expect(page.get_by_text("val_accuracy", exact=True).first).to_be_visible()
         page.screenshot(path=str(SCREENSHOTS / "shared-run.png"), full_page=True)
+        # The user list is for admins (the server's answer); a member's own pages work without it.
+        page.goto(f"{shared_twin.tracking_uri}/#/account")
+        expect(page.get_by_text(f"Logged in as {user}")).to_be_visible()
+        page.goto(f"{shared_twin.tracking_uri}/#/admin")
+        expect(page.get_by_text("Only admins may list the users")).to_be_visible()
+        assert violations == []
     finally:
         anonymous.close()
         member.close()
+
+
+def test_an_html_artifact_shows_but_its_script_does_not_run(browser, stack):
+    """A run's HTML artifact is previewed in a frame that inherits the server's policy: its
+    markup shows, its inline script is refused (one violation, expected here, and no other)."""
+    import numpy as np
+    from playwright.sync_api import expect
+
+    import mlflow
+
+    with mlflow.start_run(experiment_id=mlflow.create_experiment(f"artifact-ui-{uuid.uuid4().hex[:6]}")) as run:
+        mlflow.log_text("<h1>Confusion matrix</h1><script>document.body.dataset.ran = 'yes'</script>", "report.html")
+        mlflow.log_image(np.full((8, 8, 3), 200, dtype=np.uint8), "sample.png")
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page, refused = watched_page(context)
+    page.goto(f"{stack.tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts")
+    page.get_by_text("report.html", exact=True).click()
+    report = page.frame_locator("iframe[sandbox]")
+    expect(report.get_by_text("Confusion matrix")).to_be_visible()
+    assert report.locator("body").get_attribute("data-ran") is None
+    page.get_by_text("sample.png", exact=True).click()
+    expect(page.locator("img[src^='blob:'], img[src*='sample.png']").first).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "html-artifact.png"))
+    context.close()
+    assert len(refused) == 1 and refused[0].startswith("Executing inline script violates"), refused
 
 
 def _signed_in_as_admin(stack):

@@ -5,6 +5,8 @@ points (pyproject.toml), one module per role:
   with statuses clients do not retry, uploads streamed on to S3, roots kept in the store);
 - ``artifact_locations``: where the server lets artifacts go;
 - ``app``: the server app (``--app-name stack`` / ``stack-shared``) and its request checks;
+- ``error_answers``: what a failed request tells its client (the details go to the log);
+- ``content_policy``: the Content-Security-Policy the UI runs under;
 - ``signin``: the brake on password guessing (the basic-auth app's authorization function);
 - ``passwords``: which passwords users may choose;
 - ``bootstrap``: the auth database, made once before a shared server's workers start.

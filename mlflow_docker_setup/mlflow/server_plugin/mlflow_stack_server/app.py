@@ -7,13 +7,14 @@ middleware to the ASGI app uvicorn serves; nothing of MLflow's is edited.
 
 - **Artifact locations are the server's to choose** (artifact_locations.py): creating an
   experiment elsewhere than the server's store is refused with 400.
-- **Filters the database cannot run**: a runs search comparing more metrics, params and tags
-  than MAX_JOINED_CLAUSES is refused with 400 (MySQL joins a table for each and gives up
+- **Filters the database cannot run**: a runs search (REST or GraphQL's mlflowSearchRuns)
+  comparing more metrics, params and tags than MAX_JOINED_CLAUSES is refused with 400 (MySQL joins a table for each and gives up
   past 61, which MLflow answers 503: clients would retry it for minutes).
 - **Stores opened at start**: a database outage is answered 503 by every worker at once.
-- **Error details stay in the server's log**: a 500, 502, 503 or 504 answer's body (MLflow's
-  carry SQL statements, bound values and tracebacks) is replaced by one generic JSON line
-  with a reference that finds the details in the log.
+- **A Content-Security-Policy on every answer** (content_policy.py).
+- **Error details stay in the server's log** (error_answers.py): a server error's body, or a
+  database error's text in any JSON answer (GraphQL's too), is replaced by one line with a
+  reference that finds the details in the log.
 - **Shared only**: passwords people choose must pass passwords.py's policy; the user list
   (every name and admin flag) is for admins; an admin can lift a sign-in lock
   (``POST /api/2.0/stack/signin/unlock``). The brake itself is the auth app's
@@ -23,19 +24,15 @@ middleware to the ASGI app uvicorn serves; nothing of MLflow's is edited.
 from __future__ import annotations
 
 import json
-import logging
-import uuid
 
 from flask import Flask, Response, request
 
 from .artifact_locations import experiment_location_refusal, server_store
-
-_logger = logging.getLogger("mlflow_stack_server")
+from .content_policy import ContentSecurityPolicy
+from .error_answers import ErrorDetailsToLog
 
 MAX_JOINED_CLAUSES = 50
 UNLOCK_ROUTE = "/api/2.0/stack/signin/unlock"
-_GENERIC_STATUSES = {500: "INTERNAL_ERROR", 502: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE",
-                     504: "TEMPORARILY_UNAVAILABLE"}
 
 
 def create_app():
@@ -47,7 +44,7 @@ def create_app():
     _open_stores()
     _add_checks(flask_app, shared=False)
     # What `mlflow server` serves: under uvicorn, MLflow's FastAPI app around the Flask one.
-    return _with_generic_errors(create_fastapi_app(flask_app) if _MLFLOW_SGI_NAME.get() == "uvicorn" else flask_app)
+    return _with_stack_middleware(create_fastapi_app(flask_app) if _MLFLOW_SGI_NAME.get() == "uvicorn" else flask_app)
 
 
 def create_shared_app():
@@ -60,7 +57,7 @@ def create_shared_app():
     _add_checks(flask_app, shared=True)
     flask_app.before_request(_shared_only_checks)
     flask_app.add_url_rule(UNLOCK_ROUTE, view_func=_unlock, methods=["POST"])
-    return _with_generic_errors(served)
+    return _with_stack_middleware(served)
 
 
 def _open_stores() -> None:
@@ -74,10 +71,12 @@ def _open_stores() -> None:
     _get_model_registry_store()
 
 
-def _with_generic_errors(served):
-    """The ASGI app with GenericServerErrors around it; the Flask app (gunicorn, waitress) as it is."""
+def _with_stack_middleware(served):
+    """The ASGI app `mlflow server` runs (uvicorn, MLflow's default) with the stack's
+    middleware around it; the Flask app of gunicorn or waitress as it is."""
     if not isinstance(served, Flask):
-        served.add_middleware(GenericServerErrors)
+        served.add_middleware(ErrorDetailsToLog)
+        served.add_middleware(ContentSecurityPolicy)  # outermost: on the generic answers too
     return served
 
 
@@ -106,6 +105,11 @@ def _add_checks(flask_app: Flask, shared: bool) -> None:
             refusal = _filter_refusal(str(search.get("filter") or ""))
             if refusal:
                 return _error(400, refusal)
+        elif path.endswith("/graphql") and request.method == "POST":
+            for filter_string in _graphql_search_filters(_json_body()):
+                refusal = _filter_refusal(filter_string)
+                if refusal:
+                    return _error(400, refusal)
         return None
 
     flask_app.before_request(check_request)
@@ -126,6 +130,43 @@ def _filter_refusal(filter_string: str) -> str | None:
         return (f"filter refused: it compares {joined} metrics, params and tags; at most "
                 f"{MAX_JOINED_CLAUSES} (the database joins a table for each)")
     return None
+
+
+def _graphql_search_filters(body: dict) -> list[str]:
+    """The filters of every mlflowSearchRuns in a GraphQL request, written in the query or
+    passed as variables (the input object, or its filter alone)."""
+    from graphql import GraphQLError, parse, visit
+    from graphql.language import FieldNode, ObjectValueNode, StringValueNode, Visitor, VariableNode
+
+    variables = body.get("variables") if isinstance(body.get("variables"), dict) else {}
+    try:
+        document = parse(str(body.get("query") or ""))
+    except GraphQLError:
+        return []  # MLflow answers a malformed query itself
+
+    def value_of(node):
+        if isinstance(node, VariableNode):
+            return variables.get(node.name.value)
+        return node.value if isinstance(node, StringValueNode) else None
+
+    filters: list[str] = []
+
+    class SearchRuns(Visitor):
+        def enter_field(self, node: FieldNode, *_):
+            if node.name.value != "mlflowSearchRuns":
+                return
+            for argument in node.arguments or ():
+                if argument.name.value != "input":
+                    continue
+                if isinstance(argument.value, ObjectValueNode):
+                    found = [value_of(field.value) for field in argument.value.fields if field.name.value == "filter"]
+                else:
+                    given = value_of(argument.value)
+                    found = [given.get("filter")] if isinstance(given, dict) else []
+                filters.extend(str(value) for value in found if value)
+
+    visit(document, SearchRuns())
+    return filters
 
 
 def _shared_only_checks():
@@ -156,40 +197,3 @@ def _unlock():
     if not (username or address):
         return _error(400, "name a username or an address to unlock")
     return Response(json.dumps({"unlocked": unlock(username, address)}), mimetype="application/json")
-
-
-class GenericServerErrors:
-    """ASGI middleware: a server error's body goes to the log, the client gets one line."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        held: dict = {}
-
-        async def send_generic(message):
-            if message["type"] == "http.response.start" and message["status"] in _GENERIC_STATUSES:
-                held.update(status=message["status"], headers=message.get("headers", []), body=bytearray())
-                return
-            if not held or message["type"] != "http.response.body":
-                return await send(message)
-            if len(held["body"]) < 65536:
-                held["body"] += message.get("body", b"")
-            if message.get("more_body"):
-                return
-            reference = uuid.uuid4().hex[:12]
-            _logger.error("%s %s answered %s (reference %s): %s", scope.get("method"), scope.get("path"),
-                          held["status"], reference, bytes(held["body"][:65536]).decode(errors="replace"))
-            body = json.dumps({
-                "error_code": _GENERIC_STATUSES[held["status"]],
-                "message": f"The tracking server could not answer this request (reference {reference}; "
-                           "the server's log has the details)"}).encode()
-            kept = [(name, value) for name, value in held["headers"] if name.lower() == b"retry-after"]
-            await send({"type": "http.response.start", "status": held["status"],
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode()), *kept]})
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, send_generic)
