@@ -184,14 +184,15 @@ class ComposeStack(S3Access, SharedAccess, Outages):
                 raise StackStartError(f"{name} was not healthy again within 180 s\n{self.logs()}")
             time.sleep(1)
 
-    def logs(self) -> str:
+    def logs(self, lines: int | None = 40) -> str:
+        """The last script's output and each container's last log lines (all: lines=None)."""
         parts = [self.last_output]
         for service in ("mysql", "minio", "create-bucket", "create-auth-database", "mlflow", "nginx"):
             try:
                 container = self.container(service)
             except LookupError:
                 continue
-            result = subprocess.run(["docker", "logs", "--tail", "40", container],
+            result = subprocess.run(["docker", "logs", "--tail", str(lines or "all"), container],
                                     capture_output=True, text=True, timeout=60)
             parts.append(f"===== {service} ({container[:12]}) =====\n{result.stdout}{result.stderr}")
         return "\n\n".join(parts)

@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from dl_model_tracking.local_stack import LocalStack
+from dl_model_tracking.stack_secrets import SECRET_NAMES
 from test_sharing import mlflow_users, new_user
 
 pytestmark = pytest.mark.stack
@@ -183,6 +184,163 @@ def test_weak_passwords_are_refused_for_new_and_changed_passwords(shared_stack, 
     assert status == 400 and reason in message(body), body
 
 
+# -- every route class, anonymous and as a member with no permission ------------------------
+class AdminsThings:
+    """What the admin made on a shared stack, for a member without permission to try."""
+
+    def __init__(self, stack):
+        admin = stack.admin_credentials
+        self.tag = uuid.uuid4().hex[:8]
+        self.E = ok(request(stack, "/api/2.0/mlflow/experiments/create", admin, "POST",
+                            {"name": f"admins-{self.tag}"}))["experiment_id"]
+        self.R = ok(request(stack, "/api/2.0/mlflow/runs/create", admin, "POST",
+                            {"experiment_id": self.E}))["run"]["info"]["run_id"]
+        ok(request(stack, f"/ajax-api/2.0/mlflow/upload-artifact?run_uuid={self.R}&path=x.txt", admin, "POST",
+                   b"the admin's", content_type="application/octet-stream"))
+        self.model = f"admins-model-{self.tag}"
+        ok(request(stack, "/api/2.0/mlflow/registered-models/create", admin, "POST", {"name": self.model}))
+        ok(request(stack, "/api/2.0/mlflow/model-versions/create", admin, "POST",
+                   {"name": self.model, "source": f"mlflow-artifacts:/{self.E}/{self.R}/artifacts", "run_id": self.R}))
+        self.secret = ok(request(stack, "/ajax-api/3.0/mlflow/gateway/secrets/create", admin, "POST",
+                                 {"secret_name": f"admins-key-{self.tag}", "secret_value": {"api_key": "sk-admins"},
+                                  "provider": "openai"}))["secret"]["secret_id"]
+        self.member = new_user(stack)
+        self.member_name = self.member[0]
+
+    def assert_intact(self, stack) -> None:
+        """Nothing the member tried changed the admin's things, nor made the member an admin."""
+        admin = stack.admin_credentials
+        run = ok(request(stack, f"/api/2.0/mlflow/runs/get?run_id={self.R}", admin))["run"]
+        assert run["info"]["lifecycle_stage"] == "active" and "metrics" not in run["data"]
+        assert {tag["key"] for tag in run["data"]["tags"]} == {"mlflow.runName"}
+        experiment = ok(request(stack, f"/api/2.0/mlflow/experiments/get?experiment_id={self.E}", admin))["experiment"]
+        assert experiment["name"] == f"admins-{self.tag}" and experiment["lifecycle_stage"] == "active"
+        status, _, body = request(stack, f"/get-artifact?path=x.txt&run_uuid={self.R}", admin)
+        assert (status, body) == (200, b"the admin's")
+        status, _, _ = request(stack, f"/get-artifact?path=evil.txt&run_uuid={self.R}", admin)
+        assert status == 404
+        model = ok(request(stack, f"/api/2.0/mlflow/registered-models/get?name={self.model}", admin))["registered_model"]
+        assert "description" not in model and len(model["latest_versions"]) == 1
+        ok(request(stack, f"/ajax-api/3.0/mlflow/gateway/secrets/get?secret_id={self.secret}", admin))
+        member = ok(request(stack, f"/api/2.0/mlflow/users/get?username={self.member_name}", admin))["user"]
+        assert member["is_admin"] is False and not member.get("experiment_permissions")
+
+
+def ok(answer) -> dict:
+    status, _, body = answer
+    assert status == 200, body
+    return json.loads(body) if body.startswith(b"{") else {}
+
+
+@pytest.fixture(scope="module")
+def admins_things(shared_stack) -> AdminsThings:
+    return AdminsThings(shared_stack)
+
+
+GRAPHQL_DENIED = "graphql: no data"
+LISTED_WITHOUT_THEM = "listed without the admin's"
+# (route class, method, path, body): a member gets 403, or a list without the admin's
+# things (MLflow filters searches), or a GraphQL answer without data.
+ROUTES = [
+    ("read", "GET", "/api/2.0/mlflow/experiments/get?experiment_id={E}", None, 403),
+    ("read", "GET", "/api/2.0/mlflow/runs/get?run_id={R}", None, 403),
+    ("read", "GET", "/api/2.0/mlflow/metrics/get-history?run_id={R}&metric_key=loss", None, 403),
+    ("read", "POST", "/api/2.0/mlflow/runs/search", {"experiment_ids": ["{E}"]}, LISTED_WITHOUT_THEM),
+    ("read", "GET", "/api/2.0/mlflow/experiments/search?max_results=1000", None, LISTED_WITHOUT_THEM),
+    ("write", "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": "{E}"}, 403),
+    ("write", "POST", "/api/2.0/mlflow/runs/log-metric", {"run_id": "{R}", "key": "m", "value": 1, "timestamp": 0}, 403),
+    ("write", "POST", "/api/2.0/mlflow/runs/set-tag", {"run_id": "{R}", "key": "t", "value": "v"}, 403),
+    ("write", "POST", "/api/2.0/mlflow/experiments/update", {"experiment_id": "{E}", "new_name": "taken"}, 403),
+    ("delete", "POST", "/api/2.0/mlflow/runs/delete", {"run_id": "{R}"}, 403),
+    ("delete", "POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": "{E}"}, 403),
+    ("registry", "GET", "/api/2.0/mlflow/registered-models/get?name={model}", None, 403),
+    ("registry", "GET", "/api/2.0/mlflow/registered-models/search?max_results=1000", None, LISTED_WITHOUT_THEM),
+    ("registry", "POST", "/api/2.0/mlflow/model-versions/create",
+     {"name": "{model}", "source": "mlflow-artifacts:/{E}/{R}/artifacts", "run_id": "{R}"}, 403),
+    ("registry", "PATCH", "/api/2.0/mlflow/registered-models/update", {"name": "{model}", "description": "x"}, 403),
+    ("registry", "DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": "{model}"}, 403),
+    ("artifacts", "GET", "/api/2.0/mlflow/artifacts/list?run_id={R}", None, 403),
+    ("artifacts", "GET", "/get-artifact?path=x.txt&run_uuid={R}", None, 403),
+    ("artifacts", "GET", "/model-versions/get-artifact?path=x.txt&name={model}&version=1", None, 403),
+    ("artifacts", "GET", "/api/2.0/mlflow-artifacts/artifacts/{E}/{R}/artifacts/x.txt", None, 403),
+    ("artifacts", "GET", "/api/2.0/mlflow-artifacts/artifacts?path={E}/{R}/artifacts", None, 403),
+    ("artifacts", "PUT", "/api/2.0/mlflow-artifacts/artifacts/{E}/{R}/artifacts/evil.txt", b"evil", 403),
+    ("artifacts", "DELETE", "/api/2.0/mlflow-artifacts/artifacts/{E}/{R}/artifacts/x.txt", None, 403),
+    ("artifacts", "POST", "/ajax-api/2.0/mlflow/upload-artifact?run_uuid={R}&path=evil.txt", b"evil", 403),
+    ("users", "GET", "/api/2.0/mlflow/users/get?username=admin", None, 403),
+    ("users", "POST", "/api/2.0/mlflow/users/create", {"username": "eve-{tag}", "password": "{tag}" * 4}, 403),
+    ("users", "PATCH", "/api/2.0/mlflow/users/update-admin", {"username": "{member}", "is_admin": True}, 403),
+    ("users", "PATCH", "/api/2.0/mlflow/users/update-password", {"username": "admin", "password": "{tag}" * 4}, 403),
+    ("users", "DELETE", "/api/2.0/mlflow/users/delete", {"username": "admin"}, 403),
+    ("users", "POST", "/api/2.0/mlflow/experiments/permissions/create",
+     {"experiment_id": "{E}", "username": "{member}", "permission": "MANAGE"}, 403),
+    ("gateway", "GET", "/ajax-api/3.0/mlflow/gateway/secrets/get?secret_id={secret}", None, 403),
+    ("gateway", "POST", "/ajax-api/3.0/mlflow/gateway/secrets/update",
+     {"secret_id": "{secret}", "secret_value": {"api_key": "sk-eve"}}, 403),
+    ("gateway", "DELETE", "/ajax-api/3.0/mlflow/gateway/secrets/delete", {"secret_id": "{secret}"}, 403),
+    ("gateway", "GET", "/ajax-api/3.0/mlflow/gateway/secrets/list", None, LISTED_WITHOUT_THEM),
+    ("jobs", "POST", "/ajax-api/3.0/jobs/search", {}, LISTED_WITHOUT_THEM),
+    ("graphql", "POST", "/graphql", {"query": 'query { mlflowGetRun(input: {runId: "{R}"}) { run { info { runId } } } }'},
+     GRAPHQL_DENIED),
+    ("graphql", "POST", "/graphql",
+     {"query": 'query { mlflowSearchRuns(input: {experimentIds: ["{E}"]}) { runs { info { runId } } } }'}, GRAPHQL_DENIED),
+    ("graphql", "POST", "/graphql",
+     {"query": 'query { mlflowGetExperiment(input: {experimentId: "{E}"}) { experiment { name } } }'}, GRAPHQL_DENIED),
+]
+
+
+def filled(template, things: AdminsThings):
+    """The route's path or body with the admin's ids (str.replace: GraphQL has braces of its own)."""
+    if isinstance(template, dict):
+        return {key: filled(value, things) for key, value in template.items()}
+    if isinstance(template, list):
+        return [filled(value, things) for value in template]
+    if not isinstance(template, str):
+        return template
+    for name, value in (("{E}", things.E), ("{R}", things.R), ("{model}", things.model),
+                        ("{secret}", things.secret), ("{member}", things.member_name), ("{tag}", things.tag)):
+        template = template.replace(name, value)
+    return template
+
+
+@pytest.mark.parametrize("route_class, method, path, body, members_answer", ROUTES,
+                         ids=[f"{route[0]}-{route[1]}-{route[2].split('?')[0]}-{n}" for n, route in enumerate(ROUTES)])
+def test_every_route_class_refuses_the_anonymous_and_the_member_without_permission(
+        shared_stack, admins_things, route_class, method, path, body, members_answer):
+    path, body = filled(path, admins_things), filled(body, admins_things)
+    content_type = "application/octet-stream" if isinstance(body, bytes) else "application/json"
+    status, headers, _ = request(shared_stack, path, None, method, body, content_type=content_type)
+    assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="mlflow"'
+    status, _, answer = request(shared_stack, path, admins_things.member, method, body, content_type=content_type)
+    if members_answer == 403:
+        assert status == 403, answer
+    elif members_answer == GRAPHQL_DENIED:
+        assert status == 200 and all(value is None for value in json.loads(answer)["data"].values()), answer
+    else:
+        assert status == 200, answer
+        for theirs in (admins_things.E, admins_things.R, admins_things.model, admins_things.secret):
+            assert theirs.encode() not in answer, (theirs, answer)
+    admins_things.assert_intact(shared_stack)
+
+
+def test_a_member_cannot_reach_the_admins_artifacts_through_a_model_version_of_their_own(shared_stack, admins_things):
+    """The registry's door to artifacts: a version of the member's own model whose source is
+    the admin's run or model."""
+    member = admins_things.member
+    mine = f"members-model-{admins_things.tag}"
+    ok(request(shared_stack, "/api/2.0/mlflow/registered-models/create", member, "POST", {"name": mine}))
+    for source, run_id, refused in [
+            (f"mlflow-artifacts:/{admins_things.E}/{admins_things.R}/artifacts", None, 400),
+            (f"mlflow-artifacts:/{admins_things.E}/{admins_things.R}/artifacts", admins_things.R, 403),
+            (f"models:/{admins_things.model}/1", None, 403)]:
+        body = {"name": mine, "source": source, **({"run_id": run_id} if run_id else {})}
+        status, _, answer = request(shared_stack, "/api/2.0/mlflow/model-versions/create", member, "POST", body)
+        assert status == refused, (source, answer)
+    status, _, _ = request(shared_stack, f"/model-versions/get-artifact?path=x.txt&name={mine}&version=1", member)
+    assert status == 404  # the member's model has no version at all
+    admins_things.assert_intact(shared_stack)
+
+
 # -- less to learn from answers -----------------------------------------------------------
 def test_only_admins_list_the_users(shared_stack):
     status, _, body = request(shared_stack, "/api/2.0/mlflow/users/list", new_user(shared_stack))
@@ -327,6 +485,33 @@ def test_every_answer_carries_the_content_security_policy(each_stack):
 
 def test_every_answer_carries_the_content_security_policy_when_shared(shared_stack):
     assert policies_of(shared_stack, shared_stack.admin_credentials) == expected_policies()
+
+
+def everything_logged(stack) -> str:
+    """Every log the stack wrote: the twin's files (nginx's access log among them), every
+    container's output on compose."""
+    if isinstance(stack, LocalStack):
+        return "\n".join(path.read_text(errors="replace") for path in stack.workdir.rglob("*.log"))
+    return stack.logs(lines=None)
+
+
+def test_no_password_reaches_a_log(shared_stack):
+    """Sign-ins, a wrong guess and a password change, then every log: the stack's secrets and
+    the passwords (plain or as the Basic header) are nowhere; the requests themselves are."""
+    user, password = new_user(shared_stack)
+    guess, changed = f"guess-{uuid.uuid4().hex}", uuid.uuid4().hex
+    assert request(shared_stack, SEARCH, (user, password))[0] == 200
+    assert request(shared_stack, SEARCH, (user, guess))[0] == 401
+    assert request(shared_stack, "/api/2.0/mlflow/users/update-password", shared_stack.admin_credentials, "PATCH",
+                   {"username": user, "password": changed})[0] == 200
+    assert request(shared_stack, SEARCH, (user, changed))[0] == 200
+    logged = everything_logged(shared_stack)
+    assert "/api/2.0/mlflow/users/update-password" in logged  # the right logs, and they do log requests
+    secrets = {name: shared_stack.config[name] for name in SECRET_NAMES}
+    for name, secret in {**secrets, "password": password, "guess": guess, "changed": changed}.items():
+        assert secret not in logged, name
+        if name in ("password", "guess", "changed"):
+            assert base64.b64encode(f"{user}:{secret}".encode()).decode() not in logged, name
 
 
 def test_the_auth_config_lives_only_while_the_server_runs_and_no_password_shows_in_ps(tmp_path):
