@@ -64,6 +64,7 @@ def message(body: bytes) -> str:
 
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+SEARCH_RUNS_GRAPHQL = "mlflowSearchRuns(input: %s) { runs { info { runId } } }"
 
 
 # -- artifact locations are the server's to choose ------------------------------------------
@@ -341,15 +342,82 @@ def test_a_member_cannot_reach_the_admins_artifacts_through_a_model_version_of_t
     admins_things.assert_intact(shared_stack)
 
 
+def members_own_run(stack, member) -> tuple[str, str]:
+    experiment_id = ok(request(stack, "/api/2.0/mlflow/experiments/create", member, "POST",
+                               {"name": f"members-{uuid.uuid4().hex[:8]}"}))["experiment_id"]
+    run_id = ok(request(stack, "/api/2.0/mlflow/runs/create", member, "POST",
+                        {"experiment_id": experiment_id}))["run"]["info"]["run_id"]
+    return experiment_id, run_id
+
+
+# From the member's own run's artifact folder to the admin's: plain, percent-encoded, mixed.
+TRAVERSALS = ["../../../{E}/{R}/artifacts/x.txt", "..%2F..%2F..%2F{E}%2F{R}%2Fartifacts%2Fx.txt",
+              "%2e%2e/%2e%2e/%2e%2e/{E}/{R}/artifacts/x.txt", "..\\..\\..\\{E}\\{R}\\artifacts\\x.txt"]
+
+
+@pytest.mark.parametrize("traversal", TRAVERSALS)
+def test_artifact_paths_cannot_climb_out_of_the_members_own_run(shared_stack, admins_things, traversal):
+    """Reads and writes through every artifact route of the member's own run, with a path
+    that climbs into the admin's run: never the admin's bytes or file list, nothing written
+    there (a path that does not climb, with backslashes, is just a name in the member's run)."""
+    member = admins_things.member
+    own_experiment, own_run = members_own_run(shared_stack, member)
+    climb = filled(traversal, admins_things)
+    written = climb.replace("x.txt", "evil.txt")
+    for path in (f"/get-artifact?path={climb}&run_uuid={own_run}",
+                 f"/api/2.0/mlflow-artifacts/artifacts/{own_experiment}/{own_run}/artifacts/{climb}"):
+        status, _, answer = request(shared_stack, path, member)
+        assert status in (400, 403, 404) and b"the admin's" not in answer, (path, status, answer)
+    status, _, answer = request(shared_stack, f"/api/2.0/mlflow/artifacts/list?run_id={own_run}&path="
+                                              f"{climb.rsplit('x.txt', 1)[0]}", member)
+    assert status != 200 or "files" not in json.loads(answer), answer
+    for method, path in (("POST", f"/ajax-api/2.0/mlflow/upload-artifact?run_uuid={own_run}&path={written}"),
+                         ("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{own_experiment}/{own_run}/artifacts/{written}")):
+        request(shared_stack, path, member, method, b"evil", content_type="application/octet-stream")
+        admins_things.assert_intact(shared_stack)  # evil.txt is not in the admin's run
+    # The positive control: the same routes take the member's own file.
+    status, _, _ = request(shared_stack, f"/ajax-api/2.0/mlflow/upload-artifact?run_uuid={own_run}&path=mine.txt",
+                           member, "POST", b"mine", content_type="application/octet-stream")
+    assert status == 200
+    assert request(shared_stack, f"/get-artifact?path=mine.txt&run_uuid={own_run}", member)[2] == b"mine"
+    admins_things.assert_intact(shared_stack)
+
+
+INJECTIONS = ["params.p = 'x' OR 1=1", "params.p = 'x' or '1'='1'", "attributes.run_name = '' UNION SELECT run_uuid FROM runs",
+              "tags.`a' OR '1'='1` = 'x'", "params.p = 'x'; DROP TABLE runs", "metrics.m > 0 -- ",
+              "attributes.run_id IN ('{R}')"]
+
+
+@pytest.mark.parametrize("injection", INJECTIONS)
+def test_a_search_filter_cannot_reach_beyond_the_members_experiments(shared_stack, admins_things, injection):
+    """SQL in a search filter: MLflow's parser refuses it (400) or it is a plain comparison;
+    either way the member's search, REST or GraphQL, never returns the admin's run."""
+    member = admins_things.member
+    own_experiment, own_run = members_own_run(shared_stack, member)
+    search = filled(injection, admins_things)
+    for experiment_ids in ([own_experiment], [own_experiment, admins_things.E]):
+        status, _, answer = request(shared_stack, "/api/2.0/mlflow/runs/search", member, "POST",
+                                    {"experiment_ids": experiment_ids, "filter": search})
+        assert status in (200, 400, 403), answer
+        assert admins_things.R.encode() not in answer
+        query = "query q($f: String, $e: [String]) { %s }" % SEARCH_RUNS_GRAPHQL % "{experimentIds: $e, filter: $f}"
+        status, _, answer = request(shared_stack, "/graphql", member, "POST",
+                                    {"query": query, "variables": {"f": search, "e": experiment_ids}})
+        assert status in (200, 400), answer
+        assert admins_things.R.encode() not in answer
+    # The positive control: the member's own run is found by a plain filter.
+    status, _, answer = request(shared_stack, "/api/2.0/mlflow/runs/search", member, "POST",
+                                {"experiment_ids": [own_experiment], "filter": f"attributes.run_id = '{own_run}'"})
+    assert status == 200 and own_run.encode() in answer
+    admins_things.assert_intact(shared_stack)
+
+
 # -- less to learn from answers -----------------------------------------------------------
 def test_only_admins_list_the_users(shared_stack):
     status, _, body = request(shared_stack, "/api/2.0/mlflow/users/list", new_user(shared_stack))
     assert status == 403 and message(body) == "Only admins may list the users"
     status, _, body = request(shared_stack, "/api/2.0/mlflow/users/list", shared_stack.admin_credentials)
     assert status == 200 and "admin" in {user["username"] for user in json.loads(body)["users"]}
-
-
-SEARCH_RUNS_GRAPHQL = "mlflowSearchRuns(input: %s) { runs { info { runId } } }"
 
 
 @pytest.mark.parametrize("written_as", ["rest", "graphql", "graphql-filter-variable", "graphql-input-variable"])
