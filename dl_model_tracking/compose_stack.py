@@ -184,9 +184,13 @@ class ComposeStack(S3Access, SharedAccess, Outages):
                 raise StackStartError(f"{name} was not healthy again within 180 s\n{self.logs()}")
             time.sleep(1)
 
-    def logs(self, lines: int | None = 40) -> str:
-        """The last script's output and each container's last log lines (all: lines=None)."""
-        parts = [self.last_output]
+    def logs(self) -> str:
+        """The last script's output and each container's last log lines."""
+        return f"{self.last_output}\n\n{self.container_logs()}"
+
+    def container_logs(self, lines: int | None = 40) -> str:
+        """Each container's last log lines (all of them: lines=None)."""
+        parts = []
         for service in ("mysql", "minio", "create-bucket", "create-auth-database", "mlflow", "nginx"):
             try:
                 container = self.container(service)

@@ -29,6 +29,16 @@ from dl_model_tracking.settings import REPO_ROOT
 from starting import start_or_fail
 
 STANDIN_IMAGES = REPO_ROOT / "tests" / "standin_images"
+# In CI a run must test what it claims: no docker test skipped for want of an engine, both
+# compose start paths, and the stacks the suite starts itself.
+IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_configure(config):
+    if IN_CI and os.environ.get("MLFLOW_TRACKING_URI"):
+        raise pytest.UsageError(
+            "MLFLOW_TRACKING_URI is set, which points the suite at another server (and skips the tests "
+            "that need the stack's own processes): CI tests the stacks it starts; unset it")
 
 
 @contextlib.contextmanager
@@ -108,8 +118,9 @@ def pytest_runtest_makereport(item, call):
 def standin_images() -> dict[str, str]:
     """Build (or reuse) the stand-in images; their names, as image variables for compose."""
     if not docker_engine_answers():
-        pytest.skip("no Docker engine answers (`docker info` fails): the docker tests need one; "
-                    "tests/run.sh installs and starts one when CI=true")
+        reason = ("no Docker engine answers (`docker info` fails): the docker tests need one; "
+                  "tests/run.sh installs and starts one when CI=true")
+        (pytest.fail if IN_CI else pytest.skip)(reason)
     result = subprocess.run(["bash", str(STANDIN_IMAGES / "build.sh")], capture_output=True, text=True,
                             timeout=1800)
     assert result.returncode == 0, f"building the stand-in images failed:\n{result.stdout}\n{result.stderr}"
@@ -119,6 +130,9 @@ def standin_images() -> dict[str, str]:
 def compose_cli() -> str:
     """v2 where the plugin is installed (the `up --wait` path), else v1."""
     v2 = subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    if not v2 and IN_CI:
+        pytest.fail("the compose v2 plugin is missing: only the v1 start path would be tested "
+                    "(tests/docker_engine.sh installs it in CI)")
     return "v2" if v2 else "v1"
 
 

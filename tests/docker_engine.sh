@@ -32,6 +32,9 @@ install_compose_v2() {
         dpkg-deb -x "$work"/docker-compose_2.26.1-4_*.deb "$work/unpacked"
         install -D -m 755 "$work/unpacked/usr/libexec/docker/cli-plugins/docker-compose" \
             /usr/local/lib/docker/cli-plugins/docker-compose
+    elif [ "${CI:-}" = true ]; then
+        echo "Could not fetch compose v2 (see $work/apt.log): CI tests both compose start paths, so it stops here" >&2
+        return 1
     else
         echo "Could not fetch compose v2 (see $work/apt.log): the docker tests use docker-compose v1 only" >&2
     fi

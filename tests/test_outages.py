@@ -4,7 +4,6 @@ the client's retries ends the run with one line naming the missing service, neve
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -57,8 +56,8 @@ def test_short_outage_of_each_service_loses_nothing(breakable_stack, small_train
 def test_outage_longer_than_the_retries_ends_the_run_naming_the_database(breakable_stack, small_training,
                                                                         tmp_path):
     """Hand logging fails at the call; autolog, which swallows failed calls, at the end of
-    training. Both with the one line naming the database."""
-    started = time.monotonic()
+    training. Both with the one line naming the database. (run_through_outage's time limit
+    ends a workload that hangs, as a failure.)"""
     results = run_through_outage(breakable_stack, {"hand": [], "autolog": small_training}, ["database"], 10,
                                  tmp_path, env=SHORT_RETRIES, time_limit=600)
     for result in results:
@@ -70,7 +69,6 @@ def test_outage_longer_than_the_retries_ends_the_run_naming_the_database(breakab
     hand, autolog = results
     assert hand.error.startswith("a tracking call failed after all its retries: ")
     assert autolog.error.startswith("autologging failed ")
-    assert time.monotonic() - started < 600  # never a hang
 
 
 @pytest.mark.docker

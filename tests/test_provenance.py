@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -193,10 +192,11 @@ def test_unknown_model_version_or_alias_lists_what_exists(promoted, stack, args,
 
 
 def test_a_server_that_is_down_fails_fast():
-    started = time.monotonic()
+    """Fast because the server check (one try, tests/test_server.py) answers before any MLflow
+    call, whose client would retry for minutes: its message, and no retry warning, show that."""
     result = provenance_cli("nlp_dl_model", "--version", "1", uri=f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "No MLflow tracking server" in result.stderr
-    assert time.monotonic() - started < 15  # includes interpreter and MLflow import
+    assert "Retrying" not in result.stderr
 
 
 # -- the lifecycle, on a small model of its own -------------------------------------------
