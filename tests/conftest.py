@@ -34,6 +34,26 @@ STANDIN_IMAGES = REPO_ROOT / "tests" / "standin_images"
 IN_CI = os.environ.get("CI") == "true"
 
 
+# Markers follow the fixtures a test uses, through their whole closure: `-m "not notebooks"`
+# removes every test that would execute a notebook, wherever the fixture is reached from.
+# (each_stack and shared_stack reach the twin at run time, so they are named; their docker
+# parameters carry the docker marker themselves. A compose stack is a stack too.)
+FIXTURE_MARKERS = {
+    "stack": {"twin_stack", "each_stack", "shared_twin", "shared_stack", "local_env", "local_stacks", "standin_images"},
+    "docker": {"standin_images"},
+    "notebooks": {"run_notebook"},
+    "browser": {"browser"},
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in FIXTURE_MARKERS.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
+
 def pytest_configure(config):
     if IN_CI and os.environ.get("MLFLOW_TRACKING_URI"):
         raise pytest.UsageError(

@@ -11,7 +11,7 @@ import pytest
 
 from dl_model_tracking.settings import REPO_ROOT
 
-pytestmark = pytest.mark.benchmarks
+pytestmark = [pytest.mark.benchmarks, pytest.mark.stack]  # its quick mode starts a twin and a local server
 
 
 def test_quick_mode_writes_a_table_and_json(tmp_path):
