@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import urllib.request
 import uuid
 
@@ -17,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from dl_model_tracking.compose_stack import docker
+from dl_model_tracking.settings import REPO_ROOT
 
 pytestmark = pytest.mark.docker
 
@@ -37,6 +39,12 @@ def test_start_brings_every_service_to_healthy_and_prints_where_it_is(docker_sta
     assert healthy(docker_stack.tracking_uri)
 
 
+def server_image_mlflow() -> str:
+    """The MLflow version the server image pins (its requirements file)."""
+    pins = (REPO_ROOT / "mlflow_docker_setup" / "mlflow" / "requirements.txt").read_text()
+    return re.search(r"^mlflow==(\S+)$", pins, re.M).group(1)
+
+
 def test_the_project_is_named_after_the_checkout(docker_stack):
     project = docker_stack.project
     assert project.startswith("mlflow-checkout-a") and project != "mlflow_docker_setup"
@@ -44,7 +52,7 @@ def test_the_project_is_named_after_the_checkout(docker_stack):
     assert len(resources["containers"]) == 5  # four services and the finished bucket job
     assert all(project in name for names in resources.values() for name in names)
     assert sorted(resources["volumes"]) == [f"{project}_minio-data", f"{project}_mysql-data"]
-    assert resources["images"] == [f"mlflow-tracking-server:3.17.2-{project}"]
+    assert resources["images"] == [f"mlflow-tracking-server:{server_image_mlflow()}-{project}"]
 
 
 def test_published_ports_are_on_loopback_only(docker_stack):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 import mlflow
@@ -72,8 +73,7 @@ def test_manual_run_has_the_four_test_metrics_and_the_hand_logged_parameters(man
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
     for name in ("test_accuracy", "test_f1score", "test_precision", "test_recall"):
-        assert 0 <= metrics[name] <= 1, name
-    assert metrics["test_f1score"] >= 0.8
+        assert 0.8 <= metrics[name] <= 1, name  # well above chance on the balanced sample
     params = run.data.params
     assert params["epochs"] == "2"
     assert params["optimizer_name"] == "Adam"
@@ -84,8 +84,12 @@ def test_manual_run_has_the_four_test_metrics_and_the_hand_logged_parameters(man
 
 def test_manual_run_has_binary_metrics_summary_and_confusion_matrix(manual_notebook):
     run = mlflow.get_run(manual_notebook["run_id"])
+    metrics = run.data.metrics
     for name in ("test_binary_precision", "test_binary_recall", "test_binary_f1"):
-        assert 0.8 <= run.data.metrics[name] <= 1, name
+        assert 0.8 <= metrics[name] <= 1, name
+    # Computed from the same predictions: F1 is the harmonic mean of precision and recall.
+    precision, recall = metrics["test_binary_precision"], metrics["test_binary_recall"]
+    assert math.isclose(metrics["test_binary_f1"], 2 * precision * recall / (precision + recall), rel_tol=1e-5)
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
     assert {"model_summary.txt", "confusion_matrix.png", "params"} <= artifacts
 

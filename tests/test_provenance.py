@@ -6,6 +6,7 @@ import getpass
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -23,6 +24,7 @@ from dl_model_tracking.provenance import (
     ProvenanceError,
     archive,
     demote,
+    directory_digest,
     history,
     model_provenance,
     opm_graph,
@@ -102,10 +104,7 @@ def test_where_code_data_backbone_and_files_are(promoted, offline_assets, stack)
 
     backbone = offline_assets["backbone"]
     assert where["backbone"] == str(backbone)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in backbone.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(backbone)).encode() + b"\0" + path.read_bytes())
-    assert where["backbone_sha256"] == digest.hexdigest()
+    assert where["backbone_sha256"] == directory_digest(backbone)  # what it means: the test below
 
     logged = mlflow.get_logged_model(promoted["report"]["what"]["logged_model_id"])
     assert where["artifact_uri"] == logged.artifact_location
@@ -197,6 +196,27 @@ def test_a_server_that_is_down_fails_fast():
     result = provenance_cli("nlp_dl_model", "--version", "1", uri=f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "No MLflow tracking server" in result.stderr
     assert "Retrying" not in result.stderr
+
+
+def test_the_backbone_digest_names_the_files_and_their_contents(tmp_path):
+    """The backbone's digest changes with any byte or any file's name, not with where the
+    folder is or the order files were written in."""
+    first = tmp_path / "first"
+    (first / "sub").mkdir(parents=True)
+    (first / "config.json").write_bytes(b'{"hidden_size": 128}')
+    (first / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 64)
+    second = tmp_path / "elsewhere" / "second"
+    (second / "sub").mkdir(parents=True)
+    (second / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 64)  # the other order
+    (second / "config.json").write_bytes(b'{"hidden_size": 128}')
+    assert directory_digest(first) == directory_digest(second)
+    assert len(directory_digest(first)) == 64 and int(directory_digest(first), 16) >= 0
+    (second / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 63 + bytes(255) + b"\1")
+    assert directory_digest(first) != directory_digest(second)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(first, renamed)
+    (renamed / "config.json").rename(renamed / "config2.json")
+    assert directory_digest(first) != directory_digest(renamed)
 
 
 # -- the lifecycle, on a small model of its own -------------------------------------------

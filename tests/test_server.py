@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 from unittest import mock
 
@@ -59,12 +60,21 @@ def test_a_healthy_server_passes(stack):
     check_server(stack.tracking_uri)
 
 
-def test_the_twin_gets_distinct_ports():
-    from dl_model_tracking.local_stack import free_ports
+@pytest.mark.stack
+def test_a_port_taken_between_choosing_and_binding_stops_the_start_naming_the_service(tmp_path):
+    """The twin chooses free ports, then its services bind them: a program that takes one in
+    between is not mistaken for the service (readiness speaks MLflow's protocol), and the
+    start stops everything, naming the service and the busy address."""
+    from dl_model_tracking.local_stack import LocalStack, StackStartError, port_open
 
-    for _ in range(50):
-        ports = free_ports(4)
-        assert len(set(ports)) == 4
+    twin = LocalStack(tmp_path / "work", secrets_dir=tmp_path / "secrets", startup_timeout=60)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", twin.mlflow_port))
+        squatter.listen()
+        with pytest.raises(StackStartError, match="mlflow exited with code .* during start-up") as failed:
+            twin.start()
+    assert "address already in use" in str(failed.value).lower()
+    assert not any(port_open(port) for port in (twin.mysql_port, twin.s3_port, twin.nginx_port))
 
 
 def test_check_sets_retries_for_outages_unless_the_user_chose(stack, monkeypatch):

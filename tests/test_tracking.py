@@ -68,7 +68,7 @@ def test_too_long_param_key_is_refused_with_what_to_do():
 
 def test_model_requirements_pin_the_running_environment():
     pins = model_pip_requirements()
-    assert "torch==2.13.0" in pins
+    assert f"torch=={torch.__version__.split('+')[0]}" in pins  # the torch this process runs
     assert f"mlflow=={mlflow.__version__}" in pins
     assert any(p.startswith("lightning-flash==0.8.2") for p in pins)
 
