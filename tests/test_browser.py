@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 
-from dl_model_tracking.local_stack import LocalStack
 from dl_model_tracking.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
@@ -52,9 +51,7 @@ def page(browser):
 def test_registered_model_version_page(page, chapter_notebook, stack):
     from playwright.sync_api import expect
 
-    version = chapter_notebook["version"]
-    if isinstance(stack, LocalStack):
-        assert version == "1", "on a fresh stack the chapter's model is version 1"
+    version = chapter_notebook["version"]  # whichever the notebook registered: other tests register too
     page.goto(f"{stack.tracking_uri}/#/models/nlp_dl_model/versions/{version}")
     expect(page.get_by_text(f"Version {version}").first).to_be_visible()
     expect(page.get_by_text("nlp_dl_model").first).to_be_visible()
