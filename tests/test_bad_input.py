@@ -187,6 +187,17 @@ def test_a_broken_project_env_line_is_named_without_showing_it(tmp_path, monkeyp
     assert "MLFLOW_TRACKING_USERNAME" not in os.environ, "nothing is read from a broken file"
 
 
+def test_a_project_env_that_is_not_utf8_is_named_with_the_fix(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_bytes("MLFLOW_TRACKING_PASSWORD=p\u00e4ss\n".encode("latin-1"))
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SettingsFileError) as failure:
+        check_tracking_server()
+    assert str(failure.value) == f"{tmp_path / '.env'} is not UTF-8 text: save it as UTF-8 NAME=value lines"
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+
+
 @pytest.mark.parametrize("command", [["dl_model_tracking.provenance", "nlp_dl_model", "--version", "1"],
                                      ["dl_model_tracking.users", "admin", "alice"]])
 def test_the_commands_name_a_broken_project_env_line_and_exit_2(tmp_path, command):

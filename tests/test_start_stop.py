@@ -142,6 +142,17 @@ def test_an_unknown_mode_is_refused(local_env):
     assert result.returncode != 0 and "must be docker, local or auto" in result.stderr
 
 
+def test_docker_mode_without_an_engine_is_one_line_naming_the_way_out(local_env):
+    """An engine that does not answer (DOCKER_HOST names no socket), whatever this machine has."""
+    result = run("start_mlflow.sh", {**local_env, "MLFLOW_STACK_MODE": "docker",
+                                     "DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "start_mlflow.sh: MLFLOW_STACK_MODE=docker but no Docker engine answers: start Docker, "
+        "or use MLFLOW_STACK_MODE=local")
+    assert not port_open(int(local_env["MLFLOW_LOCAL_PORT"]))  # nor did it fall back to local mode
+
+
 def test_local_mode_will_not_share(local_env):
     result = run("start_mlflow.sh", {**local_env, "MLFLOW_SHARE": "1"})
     assert result.returncode != 0
