@@ -35,6 +35,7 @@ VENV_CACHE = CACHE / "old-clients"
 # (aliases from 2.3.0 on, where MLflow added them), and 2.0.0 is the first 2.x release,
 # so there was nothing older to bisect.
 OLDEST_2X = "2.0.0"
+FIRST_WITH_ALIASES = "2.3.0"
 
 ARTIFACTS_UNKNOWN = "Could not find a registered artifact repository for: mlflow-artifacts:/"
 ARTIFACT_STEPS = ("log_artifact", "list_artifacts", "download_artifact", "model_download")
@@ -57,6 +58,8 @@ class Client:
 CLIENTS = [
     Client(mlflow.__version__),
     Client(OLDEST_2X, (f"mlflow-skinny=={OLDEST_2X}", NEEDS_PKG_RESOURCES), aliases=False),
+    # The first with registered-model aliases.
+    Client(FIRST_WITH_ALIASES, (f"mlflow-skinny=={FIRST_WITH_ALIASES}", NEEDS_PKG_RESOURCES)),
     # The oldest 1.x that handles mlflow-artifacts:/, so everything but aliases works.
     Client("1.24.0", ("mlflow-skinny==1.24.0", NEEDS_PKG_RESOURCES, OLD_PROTOBUF), aliases=False,
            preview_registry=True),
