@@ -1,9 +1,11 @@
 """Backup and restore: an archive of a running stack, restored into a fresh one, holds
 every record and artifact; damaged archives, newer archives and non-empty targets are
-refused before anything is written.
+refused before anything is written; --overwrite replaces a stack's records, and an archive
+of a store an older MLflow wrote is restored and upgraded to this MLflow's schema.
 
 On the twin: the session's twin seeded with every kind of record, backed up while a
-client logs, restored into a second, fresh twin. On compose: backup_mlflow.sh and
+client logs, restored into a second, fresh twin; the older archive is of a store written by
+tests/test_upgrade.py's MLflow 2.22.5 server. On compose: backup_mlflow.sh and
 restore_mlflow.sh between two checkouts. In local mode: the same between two SQLite stacks.
 """
 
@@ -29,17 +31,26 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.store.db.utils import _get_latest_schema_revision
+from packaging.version import Version
 
-from dl_model_tracking.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, S3Artifacts, create_backup,
-                                      open_verified, restore_backup, twin_stack)
+from client_venvs import CACHE, venv_python
+from dl_model_tracking.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, HostMySQL, S3Artifacts, Stack,
+                                      create_backup, open_verified, restore_backup, twin_stack)
 from dl_model_tracking.local_stack import LocalStack, free_port
 from dl_model_tracking.settings import REPO_ROOT
 from starting import start_or_fail
+from test_upgrade import (OLD_SERVERS, fresh_store, old_server_argv, records, schema_revision, server,
+                          server_requirements)
 
 pytestmark = pytest.mark.stack
 
 HISTORY_STEPS = 1500  # more than one log_batch call (1,000 metrics) and one page of history
 MODEL_INPUT = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+# The oldest release tests/test_upgrade.py runs a server of (2.22.5: 39 schema migrations
+# behind), from the venv it builds once under .cache/old-servers/.
+OLDER = min(OLD_SERVERS, key=Version)
 
 
 # -- a data set with every kind of record --------------------------------------------------------------
@@ -58,11 +69,12 @@ def seed(uri: str) -> dict:
     artifacts, and a registered model with two pickled PyTorch versions and an alias."""
     suffix = uuid.uuid4().hex[:8]
     model_name = f"backup-model-{suffix}"
+    names = [f"backup-{suffix}", f"backup-other-{suffix}"]
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 2))
     with tracking_at(uri) as client:
-        experiment = client.create_experiment(f"backup-{suffix}", tags={"team": "nlp", "purpose": "backup test"})
-        second = client.create_experiment(f"backup-other-{suffix}")
+        experiment = client.create_experiment(names[0], tags={"team": "nlp", "purpose": "backup test"})
+        second = client.create_experiment(names[1])
         with mlflow.start_run(experiment_id=experiment, run_name="train") as run:
             # "quoted" is what a dump's row count must not trip on: quotes, a backslash, a row break.
             mlflow.log_params({"epochs": 3, "optimizer": "Adam", "lr": 0.001, "long": "x" * 500,
@@ -98,8 +110,8 @@ def seed(uri: str) -> dict:
         client.set_model_version_tag(model_name, "2", "validated", "true")
     with torch.no_grad():
         expected = model(MODEL_INPUT)
-    return {"experiments": [experiment, second], "model_name": model_name, "prediction": expected,
-            "runs": [run.info.run_id, retrain.info.run_id, deleted]}
+    return {"experiments": [experiment, second], "experiment_names": names, "model_name": model_name,
+            "prediction": expected, "runs": [run.info.run_id, retrain.info.run_id, deleted]}
 
 
 def snapshot(uri: str, seeded: dict) -> dict:
@@ -132,6 +144,31 @@ def snapshot(uri: str, seeded: dict) -> dict:
     return result
 
 
+def held(uri: str, seeded: dict) -> dict[str, list[str]]:
+    """Which of the seeded records a stack holds, deleted ones too: experiments by name (a
+    restore gives their ids to other experiments), runs, the registered model."""
+
+    def found(get, key: str) -> bool:
+        try:
+            get(key)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return False
+        return True
+
+    with tracking_at(uri) as client:
+        return {"experiments": [n for n in seeded["experiment_names"] if client.get_experiment_by_name(n)],
+                "runs": [r for r in seeded["runs"] if found(client.get_run, r)],
+                "registered_models": [n for n in [seeded["model_name"]] if found(client.get_registered_model, n)]}
+
+
+def every(seeded: dict) -> dict[str, list[str]]:
+    """held() of a stack that holds all the seeded records."""
+    return {"experiments": seeded["experiment_names"], "runs": seeded["runs"],
+            "registered_models": [seeded["model_name"]]}
+
+
 def object_digests(s3_artifacts: S3Artifacts) -> dict[str, str]:
     """Every object of a bucket and the sha256 of its bytes."""
     digests = {}
@@ -157,15 +194,22 @@ def start_twin(workdir: Path) -> LocalStack:
     return start_or_fail(LocalStack(workdir), "a twin for the backup tests")
 
 
+def seeded_source(twin: LocalStack) -> tuple[LocalStack, dict]:
+    """The twin and what seed() logged to it, with the rows per table it held before: other
+    modules may have logged to the session's twin first."""
+    before = rows(twin)
+    return twin, {**seed(twin.tracking_uri), "rows_before": before}
+
+
 @pytest.fixture(scope="module")
 def source(stack, tmp_path_factory):
     """The session's twin, seeded; a twin of our own when the session runs against a given
     stack (MLFLOW_TRACKING_URI), whose database this test cannot reach."""
     if isinstance(stack, LocalStack):
-        yield stack, seed(stack.tracking_uri)
+        yield seeded_source(stack)
         return
     twin = start_twin(tmp_path_factory.mktemp("backup-source"))
-    yield twin, seed(twin.tracking_uri)
+    yield seeded_source(twin)
     twin.stop()
 
 
@@ -173,6 +217,17 @@ def source(stack, tmp_path_factory):
 def target(tmp_path_factory):
     twin = start_twin(tmp_path_factory.mktemp("backup-target"))
     yield twin
+    twin.stop()
+
+
+@pytest.fixture
+def holding_its_own(tmp_path) -> tuple[LocalStack, dict]:
+    """A fresh twin holding records of its own, for a test that overwrites them (the module's
+    target stays as the other tests expect it, in whatever order they run)."""
+    twin = start_twin(tmp_path / "overwritten")
+    own = seed(twin.tracking_uri)
+    assert held(twin.tracking_uri, own) == every(own)  # the positive control of "gone" below
+    yield twin, own
     twin.stop()
 
 
@@ -213,6 +268,43 @@ def restored(archive, target):
     return restore_backup(path, twin_stack(target))
 
 
+class Release:
+    """The server of a stack still on an older MLflow, as a backup asks it: for its version."""
+
+    def __init__(self, version: str) -> None:
+        self.number = version
+
+    def version(self) -> str:
+        return self.number
+
+
+@pytest.fixture(scope="module")
+def older_archive(source, tmp_path_factory):
+    """An archive of a store an older MLflow really wrote: test_upgrade's MLflow OLDER server
+    on a fresh database and bucket of the source twin, one of each record logged by its
+    client (upgrade_records.py), backed up by this checkout as backup_mlflow.sh backs up a
+    stack still on that release. With the tag of the records and what the old server gave back."""
+    twin, _ = source
+    python = venv_python(CACHE / "old-servers" / f"mlflow-{OLDER}", server_requirements(OLDER))
+    tag = f"{OLDER.replace('.', '')}_{uuid.uuid4().hex[:8]}"
+    database = f"backup_{tag}"
+    store = fresh_store(twin, database)
+    workdir = tmp_path_factory.mktemp("older")
+    port = free_port()
+    old_server = server(python, store, port, workdir / "old-server.log", old_server_argv(OLDER, port))
+    try:
+        records(python, "log", tag, f"http://127.0.0.1:{port}")
+        before = records(python, "read", tag, f"http://127.0.0.1:{port}")
+    finally:
+        old_server.stop()
+    c = twin.config
+    old_stack = Stack(HostMySQL("127.0.0.1", twin.mysql_port, c["MYSQL_USER"], c["MYSQL_PASSWORD"], database, None),
+                      S3Artifacts(twin.s3_endpoint_url, store["MLFLOW_ARTIFACTS_DESTINATION"].removeprefix("s3://"),
+                                  twin.s3_credentials),
+                      Release(before["version"]))
+    return create_backup(old_stack, workdir), tag, before
+
+
 def cli(twin: LocalStack, *args: str) -> subprocess.CompletedProcess:
     """python -m dl_model_tracking.backup on a twin, with its addresses and keys as a user passes them."""
     c = twin.config
@@ -226,14 +318,19 @@ def cli(twin: LocalStack, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
+def rows(twin: LocalStack) -> dict[str, int]:
+    """Rows per table of the twin's tracking database."""
+    stack = twin_stack(twin)
+    return stack.database.tables(stack.database.database)
+
+
 def state(twin: LocalStack) -> tuple[dict, dict]:
     """Rows per table and artifact objects: what a refused restore must leave as it was."""
-    stack = twin_stack(twin)
-    return stack.database.tables(stack.database.database), dict(stack.artifacts.objects())
+    return rows(twin), dict(twin_stack(twin).artifacts.objects())
 
 
 def repacked(path: Path, out: Path, **manifest_changes) -> Path:
-    """The archive with its manifest changed and sealed again (as a newer or older MLflow's would be)."""
+    """The archive with its manifest changed and sealed again (as a newer MLflow's would be)."""
     with tarfile.open(path) as tar:
         manifest = {**json.loads(tar.extractfile(MANIFEST).read()), **manifest_changes}
         writer = ArchiveWriter(out)
@@ -257,14 +354,18 @@ def test_restore_matches_the_source_record_for_record(source, target, archive, r
         assert client.get_run(busy).data.metrics["busy"] == float(history[-1])
 
 
-def test_manifest_describes_the_archive(archive):
+def test_manifest_describes_the_archive(source, archive):
+    """The manifest counts the rows the source held: those before seeding, and what this module added."""
+    _, seeded = source
     path, _ = archive
     tar, manifest = open_verified(path)
     with tar:
         assert manifest["mlflow_version"] == mlflow.__version__
         tables = manifest["database"]["databases"][0]["tables"]
-        assert tables["registered_models"] == 1 and tables["model_versions"] == 2
-        assert tables["runs"] >= 4 and tables["metrics"] >= HISTORY_STEPS and tables["datasets"] == 1
+        added = {table: count - seeded["rows_before"].get(table, 0) for table, count in tables.items()}
+        assert added["registered_models"] == 1 and added["model_versions"] == 2 and added["datasets"] == 1
+        assert added["runs"] == 4  # three seeded, one busy
+        assert added["metrics"] >= HISTORY_STEPS
         objects = manifest["artifacts"]["objects"]
         assert manifest["artifacts"]["count"] == len(objects) > 0
         for item in objects[:20]:
@@ -295,9 +396,9 @@ def test_damaged_archives_are_refused_before_anything_is_written(archive, target
     assert state(target) == before
 
 
-def test_non_empty_stack_is_refused_unless_overwrite_and_an_older_archive_is_upgraded(
-        source, target, archive, restored, tmp_path):
-    twin, seeded = source
+def test_non_empty_stack_and_newer_archive_are_refused(target, archive, restored, tmp_path):
+    """A target holding records, without --overwrite, and an archive of a newer MLflow, even
+    with it: refused, the target unchanged."""
     path, _ = archive
     before = state(target)
     refused = cli(target, "restore", str(path))
@@ -309,11 +410,39 @@ def test_non_empty_stack_is_refused_unless_overwrite_and_an_older_archive_is_upg
     assert refused.returncode == 1 and "made by MLflow 99.0.0, newer than this stack's" in refused.stderr
     assert state(target) == before
 
-    older = repacked(path, tmp_path / "older.tar", mlflow_version="3.0.0")
-    allowed = cli(target, "restore", str(older), "--overwrite")
+
+def test_overwrite_replaces_the_records_a_stack_held(source, archive, holding_its_own):
+    """--overwrite replaces, it does not merge nor keep: records the archive lacks are gone
+    after the restore, and the archive's are all there."""
+    twin, seeded = source
+    path, _ = archive
+    overwritten, own = holding_its_own
+    allowed = cli(overwritten, "restore", str(path), "--overwrite")
     assert allowed.returncode == 0, allowed.stderr
-    assert f"from MLflow 3.0.0; database upgraded to MLflow {mlflow.__version__}" in allowed.stdout
-    assert_restored(twin.tracking_uri, target.tracking_uri, seeded)
+    assert held(overwritten.tracking_uri, own) == {"experiments": [], "runs": [], "registered_models": []}
+    assert_restored(twin.tracking_uri, overwritten.tracking_uri, seeded)
+
+
+def test_an_older_mlflows_archive_replaces_a_stacks_records_and_is_upgraded(older_archive, holding_its_own):
+    """An archive of a store MLflow OLDER wrote, restored with --overwrite over a stack
+    holding other records: its schema is migrated to this MLflow's, its records are there as
+    the old server gave them (artifacts byte for byte), the stack's own are gone."""
+    path, tag, before = older_archive
+    overwritten, own = holding_its_own
+    tar, manifest = open_verified(path)
+    tar.close()
+    assert manifest["mlflow_version"] == OLDER
+    assert manifest["schema_revision"] != _get_latest_schema_revision()  # `mlflow db upgrade` has work to do
+
+    allowed = cli(overwritten, "restore", str(path), "--overwrite")
+    assert allowed.returncode == 0, allowed.stderr
+    assert f"from MLflow {OLDER}; database upgraded to MLflow {mlflow.__version__}" in allowed.stdout
+    assert schema_revision(overwritten, overwritten.config["MYSQL_DATABASE"]) == _get_latest_schema_revision()
+    assert held(overwritten.tracking_uri, own) == {"experiments": [], "runs": [], "registered_models": []}
+    after = records(Path(sys.executable), "read", tag, overwritten.tracking_uri)
+    assert (before["version"], after["version"]) == (OLDER, mlflow.__version__)
+    for kind in before.keys() - {"version"}:
+        assert after[kind] == before[kind], f"{kind} changed in the restore from MLflow {OLDER}"
 
 
 # -- compose ---------------------------------------------------------------------------------------------------
