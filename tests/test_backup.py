@@ -36,11 +36,13 @@ from mlflow.store.db.utils import _get_latest_schema_revision
 from packaging.version import Version
 
 from client_venvs import CACHE, venv_python
-from dl_model_tracking.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, HostMySQL, S3Artifacts, Stack,
-                                      create_backup, open_verified, restore_backup, twin_stack)
+from dl_model_tracking.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, DirectoryArtifacts, HostMySQL,
+                                      S3Artifacts, SQLiteStore, Stack, create_backup, open_verified, restore_backup,
+                                      twin_stack)
 from dl_model_tracking.local_stack import LocalStack, free_port
 from dl_model_tracking.settings import REPO_ROOT
 from starting import start_or_fail
+from test_sharing import call, mlflow_users, new_user
 from test_upgrade import (OLD_SERVERS, fresh_store, old_server_argv, records, schema_revision, server,
                           server_requirements)
 
@@ -190,8 +192,9 @@ def assert_restored(source_uri: str, target_uri: str, seeded: dict) -> None:
 
 
 # -- the twin --------------------------------------------------------------------------------------------
-def start_twin(workdir: Path) -> LocalStack:
-    return start_or_fail(LocalStack(workdir), "a twin for the backup tests")
+def start_twin(workdir: Path, **options) -> LocalStack:
+    """A twin of the test's own; ``options`` as LocalStack takes them (share=True, secrets_dir=...)."""
+    return start_or_fail(LocalStack(workdir, **options), "a twin for the backup tests")
 
 
 def seeded_source(twin: LocalStack) -> tuple[LocalStack, dict]:
@@ -309,7 +312,8 @@ def cli(twin: LocalStack, *args: str) -> subprocess.CompletedProcess:
     """python -m dl_model_tracking.backup on a twin, with its addresses and keys as a user passes them."""
     c = twin.config
     stack = ["--mysql-host", f"127.0.0.1:{twin.mysql_port}", "--mysql-user", c["MYSQL_USER"],
-             "--database", c["MYSQL_DATABASE"], "--s3-endpoint-url", twin.s3_endpoint_url, "--bucket", twin.bucket]
+             "--database", c["MYSQL_DATABASE"], "--auth-database", c["MLFLOW_AUTH_DATABASE"],
+             "--s3-endpoint-url", twin.s3_endpoint_url, "--bucket", twin.bucket]
     env = {**os.environ, "MYSQL_PWD": c["MYSQL_PASSWORD"], "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_ACCESS_KEY_ID": twin.s3_credentials["aws_access_key_id"],
            "AWS_SECRET_ACCESS_KEY": twin.s3_credentials["aws_secret_access_key"]}
@@ -327,6 +331,39 @@ def rows(twin: LocalStack) -> dict[str, int]:
 def state(twin: LocalStack) -> tuple[dict, dict]:
     """Rows per table and artifact objects: what a refused restore must leave as it was."""
     return rows(twin), dict(twin_stack(twin).artifacts.objects())
+
+
+def damaged_copies(path: Path, out: Path) -> dict[str, tuple[Path, str]]:
+    """Damaged copies of the archive, written into ``out``: cut mid-member, cut before its
+    checksum, one byte of an artifact changed; each with the reason the check names."""
+    data = path.read_bytes()
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    artifact = next(m for m in members if m.name.startswith(ARTIFACTS) and m.size > 100)
+    tampered = bytearray(data)
+    tampered[artifact.offset_data + 50] ^= 0xFF  # one byte of an artifact's contents
+    damaged = {"cut mid-member": (data[: len(data) // 2], "truncated or not a tar file"),
+               "cut before the checksum": (data[: members[-1].offset], "its checksum is missing"),
+               "one byte changed": (bytes(tampered), "its checksum does not match")}
+    out.mkdir(parents=True, exist_ok=True)
+    copies = {}
+    for name, (content, reason) in damaged.items():
+        copy = out / f"{name.replace(' ', '-')}.tar"
+        copy.write_bytes(content)
+        copies[name] = (copy, reason)
+    return copies
+
+
+def files_under(*folders: Path) -> dict[Path, tuple[int, int]]:
+    """Every file and folder under the given ones, with size and modification time: what a
+    command that writes nothing leaves as it was."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders for p in folder.rglob("*")}
+
+
+def local_state(env: dict) -> tuple[dict, dict]:
+    """state() of a local-mode stack: rows per table of its SQLite file, and its artifact files."""
+    root = Path(env["MLFLOW_LOCAL_DIR"])
+    return SQLiteStore(root / "mlflow.db").tables(), dict(DirectoryArtifacts(root / "artifacts").objects())
 
 
 def repacked(path: Path, out: Path, **manifest_changes) -> Path:
@@ -375,25 +412,47 @@ def test_manifest_describes_the_archive(source, archive):
 
 def test_damaged_archives_are_refused_before_anything_is_written(archive, target, tmp_path):
     path, _ = archive
-    data = path.read_bytes()
-    with tarfile.open(path) as tar:
-        members = tar.getmembers()
-    artifact = next(m for m in members if m.name.startswith(ARTIFACTS) and m.size > 100)
-    tampered = bytearray(data)
-    tampered[artifact.offset_data + 50] ^= 0xFF  # one byte of an artifact's contents
-    damaged = {"cut mid-member": (data[: len(data) // 2], "truncated or not a tar file"),
-               "cut before the checksum": (data[: members[-1].offset], "its checksum is missing"),
-               "one byte changed": (bytes(tampered), "its checksum does not match")}
     before = state(target)
-    for name, (content, reason) in damaged.items():
-        copy = tmp_path / f"{name.replace(' ', '-')}.tar"
-        copy.write_bytes(content)
+    for name, (copy, reason) in damaged_copies(path, tmp_path).items():
         result = cli(target, "restore", str(copy), "--overwrite")  # not even --overwrite writes
         message = result.stderr.strip()
         assert result.returncode == 1, name
         assert message.startswith(f"restore: {copy} is damaged ({reason}") and "\n" not in message, name
         assert message.endswith("use another copy of the backup; nothing was restored"), name
     assert state(target) == before
+
+
+def test_verify_checks_an_archive_without_writing_anything(archive, tmp_path):
+    """`verify ARCHIVE` (README: "checks an archive without restoring it") says an intact
+    archive is intact (exit 0) and names each damage in one line (exit 1); it takes no
+    stack, and leaves every file where it looked and where it ran as it was."""
+    path, _ = archive
+    workdir = tmp_path / "work"  # its working and temporary folder
+    workdir.mkdir()
+    empty = files_under(tmp_path)
+    copies = damaged_copies(path, tmp_path / "damaged")
+    before = files_under(path.parent, tmp_path)
+    # The control of "unchanged" below: files_under() sees the copies just written.
+    assert {copy for copy, _ in copies.values()} <= before.keys() - empty.keys()
+
+    def verify(archive_path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dl_model_tracking.backup", "verify", str(archive_path)],
+                              cwd=workdir, env={**os.environ, "TMPDIR": str(workdir)},
+                              capture_output=True, text=True, timeout=600)
+
+    tar, manifest = open_verified(path)
+    tar.close()
+    intact = verify(path)
+    assert (intact.returncode, intact.stderr) == (0, ""), intact.stderr
+    assert intact.stdout.strip() == (f"{path} is intact: made {manifest['created']} by MLflow "
+                                     f"{mlflow.__version__}, {manifest['artifacts']['count']} artifact objects")
+    for name, (copy, reason) in copies.items():
+        result = verify(copy)
+        message = result.stderr.strip()
+        assert (result.returncode, result.stdout) == (1, ""), name
+        assert message.startswith(f"verify: {copy} is damaged ({reason}") and "\n" not in message, name
+        assert message.endswith("use another copy of the backup"), name
+    assert files_under(path.parent, tmp_path) == before
 
 
 def test_non_empty_stack_and_newer_archive_are_refused(target, archive, restored, tmp_path):
@@ -417,10 +476,19 @@ def test_overwrite_replaces_the_records_a_stack_held(source, archive, holding_it
     twin, seeded = source
     path, _ = archive
     overwritten, own = holding_its_own
+    tar, manifest = open_verified(path)
+    tar.close()
+    archived = {item["key"]: item["size"] for item in manifest["artifacts"]["objects"]}
+    others = {key: size for key, size in twin_stack(overwritten).artifacts.objects() if key not in archived}
+    assert others  # the stack held artifact objects of keys the archive does not hold
     allowed = cli(overwritten, "restore", str(path), "--overwrite")
     assert allowed.returncode == 0, allowed.stderr
     assert held(overwritten.tracking_uri, own) == {"experiments": [], "runs": [], "registered_models": []}
     assert_restored(twin.tracking_uri, overwritten.tracking_uri, seeded)
+    # README: "artifact objects of other keys stay"; the archive's are all there too.
+    objects = dict(twin_stack(overwritten).artifacts.objects())
+    assert {key: objects.get(key) for key in others} == others
+    assert {key: objects.get(key) for key in archived} == archived
 
 
 def test_an_older_mlflows_archive_replaces_a_stacks_records_and_is_upgraded(older_archive, holding_its_own):
@@ -443,6 +511,89 @@ def test_an_older_mlflows_archive_replaces_a_stacks_records_and_is_upgraded(olde
     assert (before["version"], after["version"]) == (OLDER, mlflow.__version__)
     for kind in before.keys() - {"version"}:
         assert after[kind] == before[kind], f"{kind} changed in the restore from MLflow {OLDER}"
+
+
+def test_a_shared_stacks_users_and_permissions_are_backed_up_and_restored(tmp_path):
+    """README: a shared stack's archive holds database/mlflow_auth.sql.gz, its users and
+    permissions. Restored into a fresh shared twin (secrets of its own), a user signs in
+    with the password the source gave it and keeps its permission; a user without one is
+    still refused, so the permissions came over, not only the users."""
+    source = start_twin(tmp_path / "source", share=True, secrets_dir=tmp_path / "source-secrets")
+    target = None
+    try:
+        experiment = f"shared-backup-{uuid.uuid4().hex[:8]}"
+        created = call(source, "/api/2.0/mlflow/experiments/create", source.admin_credentials, "POST",
+                       {"name": experiment})
+        assert created[0] == 200
+        reader, stranger = new_user(source), new_user(source)
+        granted = mlflow_users(source, "grant", reader[0], "--experiment", experiment, "--permission", "READ")
+        assert granted.returncode == 0, granted.stderr
+        get = f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}"
+        assert (call(source, get, reader)[0], call(source, get, stranger)[0]) == (200, 403)
+
+        backup = cli(source, "create", "--output", str(tmp_path / "backups"))
+        assert backup.returncode == 0, backup.stderr
+        (path,) = (tmp_path / "backups").glob("mlflow-backup-*.tar")
+        tar, manifest = open_verified(path)
+        tar.close()
+        assert "database/mlflow_auth.sql.gz" in manifest["database"]["files"]
+
+        target = start_twin(tmp_path / "target", share=True, secrets_dir=tmp_path / "target-secrets")
+        assert target.config["MLFLOW_ADMIN_PASSWORD"] != source.config["MLFLOW_ADMIN_PASSWORD"]
+        assert call(target, get, reader)[0] == 401  # the control: a fresh stack does not know the user
+        restored = cli(target, "restore", str(path))
+        assert restored.returncode == 0, restored.stderr
+        assert "was not restored" not in restored.stderr
+        assert call(target, get, reader)[0] == 200
+        assert call(target, get, stranger)[0] == 403
+        assert call(target, get, (reader[0], reader[1] + "x"))[0] == 401  # that password, no other
+    finally:
+        for twin in (source, target):
+            if twin is not None:
+                twin.stop()
+
+
+def test_an_archive_restores_only_into_a_stack_of_its_kind(archive, local_stacks, tmp_path):
+    """README: "A compose archive restores into a compose stack, a local-mode one into local
+    mode". A local-mode (SQLite) archive offered to a MySQL stack, and a MySQL stack's
+    archive offered to a local-mode stack, are refused in one line naming both kinds, even
+    with --overwrite, and neither stack changes; the control: each stack does change when
+    it restores an archive of its own kind."""
+    mysql_archive, _ = archive
+    local = local_stacks("local")
+    started = local_script(local, "start_mlflow.sh")
+    assert started.returncode == 0, started.stderr
+    backup = local_script(local, "backup_mlflow.sh", "--output", str(tmp_path / "backups"))
+    assert backup.returncode == 0, backup.stderr
+    (local_archive,) = (tmp_path / "backups").glob("mlflow-backup-*.tar")  # of a stack holding no records yet
+    with tracking_at(f"http://127.0.0.1:{local['MLFLOW_LOCAL_PORT']}") as client:
+        client.create_run(client.create_experiment(f"kind-{uuid.uuid4().hex[:8]}"))
+
+    def refusal(archive_path: Path, kind: str, stack_kind: str) -> str:
+        return (f"restore: {archive_path} holds a {kind} backend store and this stack's is {stack_kind}: "
+                "restore it into a stack of the same kind")
+
+    before = local_state(local)
+    refused = local_script(local, "restore_mlflow.sh", str(mysql_archive), "--overwrite")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == refusal(mysql_archive, "mysql", "sqlite")
+    assert local_state(local) == before
+    allowed = local_script(local, "restore_mlflow.sh", str(local_archive), "--overwrite")
+    assert allowed.returncode == 0, allowed.stderr
+    assert local_state(local) != before  # the run logged after the backup is gone
+
+    twin = start_twin(tmp_path / "twin")
+    try:
+        before = state(twin)
+        refused = cli(twin, "restore", str(local_archive), "--overwrite")
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == refusal(local_archive, "sqlite", "mysql")
+        assert state(twin) == before
+        allowed = cli(twin, "restore", str(mysql_archive))
+        assert allowed.returncode == 0, allowed.stderr
+        assert state(twin) != before
+    finally:
+        twin.stop()
 
 
 # -- compose ---------------------------------------------------------------------------------------------------
