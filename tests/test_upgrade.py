@@ -12,8 +12,10 @@ and the logged model must load and predict.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,8 +28,9 @@ import pytest
 from mlflow.store.db.utils import _get_latest_schema_revision
 
 from client_venvs import CACHE, NEEDS_PKG_RESOURCES, venv_python
-from dl_model_tracking.local_stack import (SERVE_SCRIPT, STACK_DIR, LocalStack, Service, ensure_private_bucket,
-                                           free_port, http_ok)
+from dl_model_tracking.local_stack import (SERVE_SCRIPT, STACK_DIR, LocalStack, Service, StackStartError,
+                                           ensure_private_bucket, free_port, http_ok)
+from test_start_stop import local_env, run  # noqa: F401 (local_env is a fixture)
 
 pytestmark = pytest.mark.stack
 
@@ -46,6 +49,12 @@ OLD_SERVERS = ("3.16.1", "2.22.5")
 # MLflow 2.x's server imports FallbackAsyncAdaptedQueuePool, which SQLAlchemy 2.1 removed,
 # while its requirement leaves SQLAlchemy below 3.
 OLD_SQLALCHEMY = "sqlalchemy<2.1"
+
+# What the pinned server says when it will not run on an older schema (README,
+# "Upgrading"), and what MLflow's `mlflow db upgrade` logs whenever it runs, even with
+# no migration to apply (a server that starts on an existing database never logs it).
+OUT_OF_DATE = "Detected out-of-date database schema"
+UPGRADE_RAN = "Updating database tables"
 
 
 def server_requirements(version: str) -> tuple[str, ...]:
@@ -87,12 +96,17 @@ def schema_revision(twin: LocalStack, database: str) -> str:
             return cur.fetchone()[0]
 
 
+def server_service(python: Path, store: dict[str, str], port: int, log: Path, argv: list[str]) -> Service:
+    """An MLflow server from `python`'s environment on `store`, not yet started."""
+    return Service(name="mlflow", argv=argv, log_path=log,
+                   ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
+                   env={**store, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port),
+                        "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"})
+
+
 def server(python: Path, store: dict[str, str], port: int, log: Path, argv: list[str]) -> Service:
     """An MLflow server from `python`'s environment on `store`, started and healthy."""
-    service = Service(name="mlflow", argv=argv, log_path=log,
-                      ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
-                      env={**store, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port),
-                           "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"})
+    service = server_service(python, store, port, log, argv)
     service.start()
     try:
         service.wait_ready(time.monotonic() + 300)
@@ -184,3 +198,166 @@ def test_an_upgrade_in_place_keeps_every_record(old, twin, tmp_path):
     assert [run["lifecycle_stage"] for run in after["runs"]] == ["active", "deleted"]
     assert after["registered_model"]["aliases"] == {"champion": sent["champion"]}
     assert prediction["x"].tolist() == [2.0, 5.0]
+
+
+def schema(twin: LocalStack, database: str) -> dict:
+    """The database's schema: its alembic revision, every table's columns and indexes."""
+    with twin.root_connection(database=database) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT table_name, column_name, column_type, is_nullable, column_default "
+                        "FROM information_schema.columns WHERE table_schema = %s "
+                        "ORDER BY table_name, ordinal_position", (database,))
+            columns = cur.fetchall()
+            cur.execute("SELECT table_name, index_name, seq_in_index, column_name, non_unique "
+                        "FROM information_schema.statistics WHERE table_schema = %s "
+                        "ORDER BY table_name, index_name, seq_in_index", (database,))
+            indexes = cur.fetchall()
+    return {"revision": schema_revision(twin, database), "columns": columns, "indexes": indexes}
+
+
+def table_contents(twin: LocalStack, database: str) -> dict[str, tuple[int, int]]:
+    """Every table's row count and checksum (CHECKSUM TABLE: over every value of every row)."""
+    with twin.root_connection(database=database) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SHOW TABLES")
+            contents = {}
+            for (table,) in cur.fetchall():
+                cur.execute(f"SELECT COUNT(*) FROM `{table}`")
+                (count,) = cur.fetchone()
+                cur.execute(f"CHECKSUM TABLE `{table}`")
+                contents[table] = (count, cur.fetchone()[1])
+    return contents
+
+
+def refused_start(python: Path, store: dict[str, str], port: int, log: Path, argv: list[str]) -> str:
+    """Start a server that must not run on `store`; its log, once it has exited."""
+    service = server_service(python, store, port, log, argv)
+    service.start()
+    try:
+        service.wait_ready(time.monotonic() + 300)
+    except StackStartError:
+        return log.read_text(errors="replace")
+    finally:
+        service.stop()
+    pytest.fail(f"the server started; its log ends:\n{service.log_tail()}", pytrace=False)
+
+
+@pytest.mark.parametrize("old", OLD_SERVERS)
+def test_a_plain_start_refuses_an_old_database_and_leaves_its_schema(old, twin, tmp_path):
+    """README, "Upgrading": the pinned server refuses a database an older MLflow wrote, and
+    serve.sh without MLFLOW_DB_UPGRADE=1 never migrates it. Control: the same database then
+    migrates when asked, so the refusal was its schema's and left it upgradable."""
+    python = venv_python(CACHE / "old-servers" / f"mlflow-{old}", server_requirements(old))
+    database = f"upgrade_{old.replace('.', '')}_{uuid.uuid4().hex[:8]}"
+    store = fresh_store(twin, database)
+    port = free_port()
+    server(python, store, port, tmp_path / "old-server.log", old_server_argv(old, port)).stop()  # its tables
+    before = schema(twin, database)
+    assert before["revision"] != _get_latest_schema_revision(), f"MLflow {old} wrote {mlflow.__version__}'s schema"
+
+    log = refused_start(Path(sys.executable), store, port, tmp_path / "plain-start.log", ["sh", str(SERVE_SCRIPT)])
+    assert OUT_OF_DATE in log and UPGRADE_RAN not in log
+    assert schema(twin, database) == before
+
+    upgrade_log = tmp_path / "upgrade-start.log"
+    server(Path(sys.executable), store, port, upgrade_log, ["env", "MLFLOW_DB_UPGRADE=1", "sh", str(SERVE_SCRIPT)]).stop()
+    assert UPGRADE_RAN in upgrade_log.read_text()
+    assert schema_revision(twin, database) == _get_latest_schema_revision()
+
+
+def test_the_upgrade_leaves_a_current_database_as_it_is(twin, tmp_path):
+    """README, "Upgrading": MLFLOW_DB_UPGRADE=1 does nothing on a current database. One of
+    each record, written by the pinned server; a start with the upgrade asked for runs it
+    (control: its log says so) and leaves the schema, every table's rows and every record
+    as they were."""
+    python = Path(sys.executable)
+    tag = f"current_{uuid.uuid4().hex[:8]}"
+    database = f"upgrade_{tag}"
+    store = fresh_store(twin, database)
+    port = free_port()
+    first = server(python, store, port, tmp_path / "first-start.log", ["sh", str(SERVE_SCRIPT)])
+    try:
+        front = nginx_in_front(port, tmp_path / "nginx")  # which rewrites the presigned artifact URLs
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        try:
+            records(python, "log", tag, front.tracking_uri)
+            before = records(python, "read", tag, front.tracking_uri)
+        finally:
+            first.stop()
+        schema_before, contents_before = schema(twin, database), table_contents(twin, database)
+        assert schema_before["revision"] == _get_latest_schema_revision()
+
+        log = tmp_path / "upgrade-start.log"
+        again = server(python, store, port, log, ["env", "MLFLOW_DB_UPGRADE=1", "sh", str(SERVE_SCRIPT)])
+        try:
+            after = records(python, "read", tag, front.tracking_uri)
+        finally:
+            again.stop()
+    finally:
+        front.stop()
+    assert UPGRADE_RAN in log.read_text()
+    assert schema(twin, database) == schema_before
+    assert table_contents(twin, database) == contents_before
+    assert after == before
+
+
+def sqlite_revision(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def test_local_mode_migrates_an_old_sqlite_file_only_when_asked(local_env, tmp_path):
+    """README, "Upgrading": the local server (no Docker) migrates its SQLite file the same
+    way. The previous release's server writes one of each record into the file and artifact
+    folder start_mlflow.sh's local mode uses; a plain local start is refused and leaves the
+    file; MLFLOW_DB_UPGRADE=1 migrates it, and every record reads back as before."""
+    old = OLD_SERVERS[0]
+    python = venv_python(CACHE / "old-servers" / f"mlflow-{old}", server_requirements(old))
+    local_dir = Path(local_env["MLFLOW_LOCAL_DIR"])
+    (local_dir / "artifacts").mkdir(parents=True)
+    database, server_log = local_dir / "mlflow.db", local_dir / "mlflow.log"
+    port = int(local_env["MLFLOW_LOCAL_PORT"])
+    uri = f"http://127.0.0.1:{port}"
+    tag = f"local{old.replace('.', '')}_{uuid.uuid4().hex[:8]}"
+    # The store start_mlflow.sh's local mode names (start_local).
+    store = {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{database}",
+             "MLFLOW_ARTIFACTS_DESTINATION": f"file://{local_dir / 'artifacts'}"}
+    old_server = server(python, store, port, tmp_path / "old-server.log", old_server_argv(old, port))
+    try:
+        records(python, "log", tag, uri)
+        before = records(python, "read", tag, uri)
+    finally:
+        old_server.stop()
+    old_revision = sqlite_revision(database)
+    assert old_revision != _get_latest_schema_revision()
+
+    refused = run("start_mlflow.sh", local_env)
+    assert refused.returncode != 0 and "exited during start-up" in refused.stderr, refused.stdout + refused.stderr
+    plain_log = server_log.read_text()
+    assert OUT_OF_DATE in plain_log and UPGRADE_RAN not in plain_log
+    assert sqlite_revision(database) == old_revision
+
+    started = run("start_mlflow.sh", {**local_env, "MLFLOW_DB_UPGRADE": "1"})
+    try:
+        assert started.returncode == 0, started.stderr
+        after = records(Path(sys.executable), "read", tag, uri)
+    finally:
+        stopped = run("stop_mlflow.sh", local_env)
+    assert stopped.returncode == 0 and "Stopped the local MLflow server" in stopped.stdout, stopped.stderr
+    assert UPGRADE_RAN in server_log.read_text()[len(plain_log):]
+    assert sqlite_revision(database) == _get_latest_schema_revision()
+    assert (before.pop("version"), after.pop("version")) == (old, mlflow.__version__)
+    assert after == before
+
+
+def test_the_mlflow_internal_the_start_script_checks_the_schema_with_is_still_there():
+    """serve.sh refuses an older schema through mlflow.store.db.utils._verify_schema, a private
+    name (3.17.2): an upgrade that renames or drops it fails here, by name."""
+    from mlflow.store.db import utils
+
+    assert callable(getattr(utils, "_verify_schema", None)), "update mlflow_docker_setup/mlflow/serve.sh"
+    serve = SERVE_SCRIPT.read_text()
+    assert "from mlflow.store.db.utils import _verify_schema" in serve

@@ -58,13 +58,33 @@ CONFIG
 fi
 
 # Upgrading MLflow: MLFLOW_DB_UPGRADE=1 migrates a database written by an older MLflow to
-# this one's schema before the server starts (which otherwise refuses it as out of date).
-# Migrations cannot be undone, so it is asked for, after a backup (README, "Upgrading"),
-# and a plain start does not pay for the check (one more MLflow import). It is
-# `mlflow db upgrade URI` in that mlflow's Python, so the password never shows in `ps`.
+# this one's schema before the server starts. Migrations cannot be undone, so they are
+# asked for, after a backup (README, "Upgrading"). It is `mlflow db upgrade URI` in that
+# mlflow's Python, so the password never shows in `ps`.
+#
+# Without it, an older schema is refused here, in one line. MLflow's server does not
+# refuse it: it creates the tables of a database it finds incomplete, and an older
+# release's database lacks the newer tables, so the server migrated it in place, unasked.
+# A new, empty database (no alembic_version yet) is MLflow's to create; one that does not
+# answer yet is left to the server's own start-up, which waits for it.
 if [ "${MLFLOW_DB_UPGRADE:-0}" = 1 ]; then
     "$(dirname "$(command -v mlflow)")/python" -c 'import os; from mlflow.db import upgrade
 upgrade.main([os.environ["MLFLOW_BACKEND_STORE_URI"]], prog_name="mlflow db upgrade")'
+else
+    "$(dirname "$(command -v mlflow)")/python" -c 'import os, sys, sqlalchemy
+from mlflow.exceptions import MlflowException
+from mlflow.store.db.utils import _verify_schema
+engine = sqlalchemy.create_engine(os.environ["MLFLOW_BACKEND_STORE_URI"])
+try:
+    if "alembic_version" in sqlalchemy.inspect(engine).get_table_names():
+        _verify_schema(engine)
+except sqlalchemy.exc.OperationalError:
+    pass
+except MlflowException as error:
+    sys.exit("serve.sh: " + error.message.split(". Take a backup")[0] + ": back the database up, "
+             "then start with MLFLOW_DB_UPGRADE=1 (README, Upgrading)")
+finally:
+    engine.dispose()'
 fi
 
 # The backend store URI holds the database password: MLflow reads it from the
