@@ -361,3 +361,37 @@ def test_the_mlflow_internal_the_start_script_checks_the_schema_with_is_still_th
     assert callable(getattr(utils, "_verify_schema", None)), "update mlflow_docker_setup/mlflow/serve.sh"
     serve = SERVE_SCRIPT.read_text()
     assert "from mlflow.store.db.utils import _verify_schema" in serve
+
+
+# The MLflow code mlflow_stack_server.fast_sql_store replaces or re-makes, as tested (3.17.2):
+# the first 16 hex digits of the SHA-256 of each one's source.
+FAST_STORE_REPLACES = {
+    "SqlAlchemyStore._search_runs": "5235efb440f86762",
+    "SqlAlchemyStore.log_batch": "5616623d30fd5426",
+    "SqlAlchemyStore._update_latest_metrics_if_necessary": "9a68eb580f007f5e",
+    "SqlAlchemyStore._log_metrics_once": "f1c94a7256af5033",
+    "SqlAlchemyStore._log_params": "35754b45b5a5d30a",
+    "SqlAlchemyStore._set_tags": "a47520dc63cd5d01",
+    "TrackingStoreRegistryWrapper._get_sqlalchemy_store": "7e6d626580ab91f4",
+}
+
+
+def test_the_mlflow_code_the_fast_store_replaces_is_the_code_it_was_proven_against():
+    """An MLflow upgrade that changes a method the stack's store overrides (or the server's
+    choice of store class, which its builder makes again) fails here, by name: re-read the
+    change, carry it into fast_sql_store.py / tracking_store.py, re-run
+    tests/test_store_equality.py, then record the new digests."""
+    import hashlib
+    import inspect
+
+    from mlflow.server.handlers import TrackingStoreRegistryWrapper
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    owners = {"SqlAlchemyStore": SqlAlchemyStore, "TrackingStoreRegistryWrapper": TrackingStoreRegistryWrapper}
+    digests = {}
+    for name in FAST_STORE_REPLACES:
+        owner, method = name.split(".")
+        source = inspect.getsource(getattr(owners[owner], method))
+        digests[name] = hashlib.sha256(source.encode()).hexdigest()[:16]
+    changed = [name for name, digest in FAST_STORE_REPLACES.items() if digests[name] != digest]
+    assert not changed, f"MLflow {mlflow.__version__} changed what the stack's store overrides: {changed}"

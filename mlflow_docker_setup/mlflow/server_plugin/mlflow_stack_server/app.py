@@ -10,7 +10,8 @@ middleware to the ASGI app uvicorn serves; nothing of MLflow's is edited.
 - **Filters the database cannot run**: a runs search (REST or GraphQL's mlflowSearchRuns)
   comparing more metrics, params and tags than MAX_JOINED_CLAUSES is refused with 400 (MySQL joins a table for each and gives up
   past 61, which MLflow answers 503: clients would retry it for minutes).
-- **Stores opened at start**: a database outage is answered 503 by every worker at once.
+- **Stores opened at start**: a database outage is answered 503 by every worker at once;
+  the log names the tracking store that serves (tracking_store.py).
 - **A Content-Security-Policy on every answer** (content_policy.py).
 - **Error details stay in the server's log** (error_answers.py): a server error's body, or a
   database error's text in any JSON answer (GraphQL's too), is replaced by one line with a
@@ -65,10 +66,14 @@ def _open_stores() -> None:
     (start-up waits for it). MLflow opens them at a worker's first request instead, through
     a connect retry of about 100 s: a worker whose first request came during a database
     outage hung that long instead of answering 503 at once."""
+    import sys
+
     from mlflow.server.handlers import _get_model_registry_store, _get_tracking_store
 
-    _get_tracking_store()
+    store = _get_tracking_store()
     _get_model_registry_store()
+    # One line per worker in the server's log: which tracking store serves (tracking_store.py).
+    print(f"mlflow-stack-server: tracking store {type(store).__name__}", file=sys.stderr, flush=True)
 
 
 def _with_stack_middleware(served):

@@ -1,0 +1,314 @@
+"""MLflow's SQL tracking store, with fewer and cheaper statements where a team's stack waits:
+searching runs, logging a batch, and keeping ``latest_metrics`` current.
+
+Everything else is MLflow's ``SqlAlchemyStore`` unchanged. What is overridden is proven
+equal to MLflow's own store by the differential tests (tests/test_store_equality.py), and
+tests/test_upgrade.py fails when a new MLflow changes the code these methods replace.
+
+- ``_search_runs``: MLflow selects ``DISTINCT`` whole run rows with the sort keys, which makes
+  MySQL and MariaDB build a temporary table and sort every matching run. Only a dataset filter
+  can repeat a run (metric, param and tag joins are one-to-one on their primary keys), so the
+  page is found first as run ids and sort keys, without ``DISTINCT``, and then only those runs
+  are loaded, the same way MLflow loads them.
+- ``_update_latest_metrics_if_necessary``: the same rule and the same sorted row locks, but a
+  changed key is written by one DELETE and one multi-row INSERT for the whole batch, not one
+  UPDATE per key (PyMySQL sends an ``executemany`` of UPDATEs row by row).
+- ``log_batch``: one transaction for params, metrics and tags (MLflow opens one per part).
+"""
+
+import random
+import time
+from collections import namedtuple
+
+import sqlalchemy
+from sqlalchemy import and_, delete, insert, or_, select
+
+from mlflow.entities import Run, RunInputs, RunOutputs
+from mlflow.entities.lifecycle_stage import LifecycleStage
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+from mlflow.store.tracking.dbmodels.models import (
+    SqlLatestMetric,
+    SqlMetric,
+    SqlParam,
+    SqlRun,
+    SqlTag,
+)
+from mlflow.store.tracking.sqlalchemy_store import (
+    _METRIC_DEDUP_CHUNK_SIZE,
+    SqlAlchemyStore,
+    _get_orderby_clauses,
+    _get_sqlalchemy_filter_clauses,
+    _parse_experiment_ids,
+)
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from mlflow.utils.search_utils import SearchUtils
+from mlflow.utils.validation import (
+    _validate_batch_log_data,
+    _validate_batch_log_limits,
+    _validate_param_keys_unique,
+    _validate_run_id,
+)
+
+# MLflow binds at most this many keys in one IN list (latest_metrics lookups).
+_KEYS_PER_STATEMENT = 500
+# A batch that meets a concurrent writer's new row (a unique key) is redone from the start
+# after a jittered pause, as MLflow redoes its tags; it gives up after this many attempts.
+_CONFLICT_ATTEMPTS = 5
+
+
+# A metrics / latest_metrics row (the columns MLflow's SqlMetric and SqlLatestMetric share).
+_MetricRow = namedtuple("_MetricRow", "run_uuid key value timestamp step is_nan")
+
+
+def _chunks(items, size):
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _is_newer(metric, than):
+    """MLflow's rule for latest_metrics: a later step, then timestamp, then value wins."""
+    return (metric.step, metric.timestamp, metric.value) > (than.step, than.timestamp, than.value)
+
+
+class FastSqlAlchemyStore(SqlAlchemyStore):
+    def _search_runs(
+        self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+    ):
+        self._validate_max_results_param(max_results, allow_null=True)
+        stages = set(LifecycleStage.view_type_to_stages(run_view_type))
+
+        with self.ManagedSessionMaker() as session:
+            parsed_filters = SearchUtils.parse_search_filter(filter_string)
+            cases_orderby, parsed_orderby, sorting_joins = _get_orderby_clauses(order_by, session)
+            attribute_filters, non_attribute_filters, dataset_filters = (
+                _get_sqlalchemy_filter_clauses(parsed_filters, session, self._get_dialect())
+            )
+            if dataset_filters:
+                # A run can match several dataset inputs; MLflow's DISTINCT is needed there.
+                page_runs = None
+            else:
+                stmt = select(SqlRun.run_uuid, *cases_orderby)
+                for non_attr_filter in non_attribute_filters:
+                    stmt = stmt.join(non_attr_filter)
+                for j in sorting_joins:
+                    stmt = stmt.outerjoin(j)
+                offset = SearchUtils.parse_start_offset_from_page_token(page_token)
+                ids = self._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
+                stmt = (
+                    stmt
+                    .filter(
+                        SqlRun.experiment_id.in_(ids),
+                        SqlRun.lifecycle_stage.in_(stages),
+                        *attribute_filters,
+                    )
+                    .order_by(*parsed_orderby)
+                    .offset(offset)
+                )
+                if max_results is not None:
+                    stmt = stmt.limit(max_results + 1)
+                page = [row[0] for row in session.execute(stmt)]
+                page_runs = self._load_runs_in_order(session, page)
+        if page_runs is None:
+            return super()._search_runs(
+                experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+            )
+
+        next_page_token = None
+        if max_results is not None and len(page_runs) == max_results + 1:
+            next_page_token = SearchUtils.create_page_token(offset + max_results)
+            page_runs = page_runs[:max_results]
+        return page_runs, next_page_token
+
+    def _load_runs_in_order(self, session, run_ids):
+        """The runs named, in that order, with what MLflow's search returns for each."""
+        loaded = session.execute(
+            select(SqlRun)
+            .options(*self._get_eager_run_query_options())
+            .where(SqlRun.run_uuid.in_(run_ids))
+        ).scalars()
+        by_id = {run.run_uuid: run.to_mlflow_entity() for run in loaded}
+        runs = [by_id[run_id] for run_id in run_ids]
+        inputs = self._get_run_inputs(run_uuids=run_ids, session=session)
+        outputs = self._get_model_outputs_bulk(run_ids=run_ids, session=session)
+        return [
+            Run(
+                run.info,
+                run.data,
+                RunInputs(dataset_inputs=inputs[i]),
+                RunOutputs(outputs[run.info.run_id]),
+            )
+            for i, run in enumerate(runs)
+        ]
+
+    def _update_latest_metrics_if_necessary(self, logged_metrics, session):
+        if not logged_metrics:
+            return
+        run_uuid = logged_metrics[0].run_uuid
+        # The batch's own latest value per key: the first of equals stays, as in MLflow.
+        newest = {}
+        for metric in logged_metrics:
+            if metric.key not in newest or _is_newer(metric, newest[metric.key]):
+                newest[metric.key] = metric
+
+        # As MLflow: find which keys have a row, then lock only those, in one global key
+        # order (no gap locks on missing rows; concurrent batches lock in the same order).
+        stored = {}
+        for keys in _chunks(sorted(newest), _KEYS_PER_STATEMENT):
+            present = session.execute(
+                select(SqlLatestMetric.key).where(
+                    SqlLatestMetric.run_uuid == run_uuid, SqlLatestMetric.key.in_(keys)
+                )
+            ).scalars().all()
+            if present:
+                stored.update(
+                    (row.key, row)
+                    for row in session.execute(
+                        select(
+                            SqlLatestMetric.key,
+                            SqlLatestMetric.step,
+                            SqlLatestMetric.timestamp,
+                            SqlLatestMetric.value,
+                        )
+                        .where(
+                            SqlLatestMetric.run_uuid == run_uuid,
+                            SqlLatestMetric.key.in_(present),
+                        )
+                        .order_by(SqlLatestMetric.run_uuid, SqlLatestMetric.key)
+                        .with_for_update()
+                    )
+                )
+
+        replaced = [k for k in stored if _is_newer(newest[k], stored[k])]
+        written = [m for k, m in newest.items() if k not in stored or k in replaced]
+        latest = SqlLatestMetric.__table__
+        for keys in _chunks(sorted(replaced), _KEYS_PER_STATEMENT):
+            session.execute(delete(latest).where(latest.c.run_uuid == run_uuid, latest.c.key.in_(keys)))
+        if written:
+            session.execute(
+                insert(latest),
+                [_MetricRow(run_uuid, m.key, m.value, m.timestamp, m.step, m.is_nan)._asdict()
+                 for m in written],
+            )
+
+    def log_batch(self, run_id, metrics, params, tags):
+        if any(m.model_id is not None for m in metrics) or any(
+            t.key == MLFLOW_RUN_NAME for t in tags
+        ):
+            # Model metrics and a new run name write other tables in MLflow's own sessions.
+            return super().log_batch(run_id, metrics, params, tags)
+        _validate_run_id(run_id)
+        metrics, params, tags = _validate_batch_log_data(metrics, params, tags)
+        _validate_batch_log_limits(metrics, params, tags)
+        _validate_param_keys_unique(params)
+        try:
+            self._run_with_deadlock_retry(self._log_batch_once, run_id, metrics, params, tags)
+        except MlflowException:
+            raise
+        except Exception as e:
+            raise MlflowException(e, INTERNAL_ERROR)
+
+    def _log_batch_once(self, run_id, metrics, params, tags):
+        for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+            with self.ManagedSessionMaker(read_only=False) as session:
+                run = self._get_run(run_uuid=run_id, session=session)
+                self._check_run_is_active(run)
+                try:
+                    self._add_params(session, run, params)
+                    self._add_metrics(session, run_id, metrics, after_conflict=attempt > 1)
+                    self._set_tags_in(session, run_id, tags)
+                    session.flush()
+                except sqlalchemy.exc.IntegrityError:
+                    # A concurrent writer added the same metric, latest key or tag first.
+                    session.rollback()
+                    if attempt == _CONFLICT_ATTEMPTS:
+                        raise
+                else:
+                    return
+            time.sleep(2 ** (attempt - 1) - 1 + random.uniform(0, 1))
+
+    def _add_params(self, session, run, params):
+        """MLflow's ``_log_params``, inside the batch's transaction."""
+        if not params:
+            return
+        existing = {p.key: p.value for p in run.params}
+        conflicts = [
+            {"key": p.key, "old_value": existing[p.key], "new_value": p.value}
+            for p in params
+            if p.key in existing and p.value != existing[p.key]
+        ]
+        if conflicts:
+            raise MlflowException(
+                "Changing param values is not allowed. Params were already"
+                f" logged='{conflicts}' for run ID='{run.run_uuid}'.",
+                INVALID_PARAMETER_VALUE,
+            )
+        session.add_all(
+            SqlParam(run_uuid=run.run_uuid, key=p.key, value=p.value)
+            for p in params
+            if p.key not in existing
+        )
+
+    def _add_metrics(self, session, run_id, metrics, after_conflict):
+        """MLflow's ``_log_metrics_once`` in one INSERT; after a conflict, only rows not there."""
+        rows = {}
+        for metric in metrics:
+            is_nan, value = self.sanitize_metric_value(metric.value)
+            identity = (metric.key, metric.timestamp, metric.step, value, is_nan)
+            rows.setdefault(identity, metric)
+        if after_conflict:
+            for identity in self._stored_metric_identities(session, run_id, list(rows)):
+                del rows[identity]
+        if not rows:
+            return
+        # Plain rows through SQLAlchemy Core: ORM objects cost more than the database here.
+        metric_rows = [
+            _MetricRow(run_id, key, value, timestamp, step, is_nan)
+            for key, timestamp, step, value, is_nan in rows
+        ]
+        session.execute(insert(SqlMetric.__table__), [row._asdict() for row in metric_rows])
+        self._update_latest_metrics_if_necessary(metric_rows, session)
+
+    @staticmethod
+    def _stored_metric_identities(session, run_id, identities):
+        stored = set()
+        for chunk in _chunks(identities, _METRIC_DEDUP_CHUNK_SIZE):
+            stored.update(
+                tuple(row)
+                for row in session.execute(
+                    select(
+                        SqlMetric.key, SqlMetric.timestamp, SqlMetric.step, SqlMetric.value,
+                        SqlMetric.is_nan,
+                    ).where(
+                        SqlMetric.run_uuid == run_id,
+                        or_(*(
+                            and_(
+                                SqlMetric.key == key, SqlMetric.timestamp == timestamp,
+                                SqlMetric.step == step, SqlMetric.value == value,
+                                SqlMetric.is_nan == is_nan,
+                            )
+                            for key, timestamp, step, value, is_nan in chunk
+                        )),
+                    )
+                )
+            )
+        return stored
+
+    @staticmethod
+    def _set_tags_in(session, run_id, tags):
+        """MLflow's ``_set_tags`` (the run name excepted), inside the batch's transaction."""
+        if not tags:
+            return
+        final = {}  # the last value given for a key wins, as in MLflow
+        for tag in tags:
+            final[tag.key] = tag.value
+        current = {
+            t.key: t
+            for t in session.query(SqlTag).filter(
+                SqlTag.run_uuid == run_id, SqlTag.key.in_(list(final))
+            )
+        }
+        for key, value in final.items():
+            if key in current:
+                current[key].value = value
+            else:
+                session.add(SqlTag(run_uuid=run_id, key=key, value=value))

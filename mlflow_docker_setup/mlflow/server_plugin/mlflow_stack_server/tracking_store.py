@@ -1,0 +1,44 @@
+"""Which tracking store serves a ``mysql`` or ``sqlite`` backend URI (the
+``mlflow.tracking_store`` entry points): this stack's faster store, or MLflow's own.
+
+MLflow's server picks its store class itself for database URIs (a read replica, workspaces);
+an entry point for ``mysql`` replaces that choice, so the builder makes it again, the same way.
+The store module is imported inside the builder: importing MLflow's store while MLflow's
+client registers its entry points fails with a partially initialised ``mlflow.tracking``.
+"""
+
+import os
+
+# "stock" serves MLflow's own SqlAlchemyStore (for an A/B, or for a user who wants it).
+STORE_SWITCH = "MLFLOW_STACK_TRACKING_STORE"
+STORE_CHOICES = ("fast", "stock")
+
+
+def chosen_store() -> str:
+    choice = os.environ.get(STORE_SWITCH, "fast").strip().lower() or "fast"
+    if choice not in STORE_CHOICES:
+        raise ValueError(f"{STORE_SWITCH}={choice!r}: use one of {', '.join(STORE_CHOICES)}")
+    return choice
+
+
+def build_tracking_store(store_uri, artifact_uri=None):
+    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+    from mlflow.server.constants import READ_REPLICA_BACKEND_STORE_URI_ENV_VAR
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.tracking._tracking_service.utils import _SERVER_ARTIFACT_ROOT_ENV_VAR
+
+    if artifact_uri is None:  # a client's own store: MLflow's client falls back the same way
+        artifact_uri = os.environ.get(
+            _SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+        )
+    read_db_uri = os.environ.get(READ_REPLICA_BACKEND_STORE_URI_ENV_VAR)
+    if MLFLOW_ENABLE_WORKSPACES.get():
+        # Workspaces add their own scoping to every query; the fast paths do not know it.
+        from mlflow.store.tracking.sqlalchemy_workspace_store import (
+            WorkspaceAwareSqlAlchemyStore as store_class,
+        )
+    elif chosen_store() == "stock":
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as store_class
+    else:
+        from mlflow_stack_server.fast_sql_store import FastSqlAlchemyStore as store_class
+    return store_class(store_uri, artifact_uri, read_db_uri=read_db_uri)

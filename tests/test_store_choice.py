@@ -1,0 +1,66 @@
+"""Which tracking store serves: the stack's (mlflow_stack_server.fast_sql_store) for the
+stack's database URIs, wherever the server runs, with MLflow's own choices kept (a read
+replica, workspaces) and one switch back to MLflow's store."""
+
+import pytest
+import requests
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
+
+from dl_model_tracking.compose_stack import ComposeStack
+from mlflow_stack_server.fast_sql_store import FastSqlAlchemyStore
+from mlflow_stack_server.tracking_store import STORE_SWITCH, build_tracking_store
+
+SERVED_LINE = "mlflow-stack-server: tracking store FastSqlAlchemyStore"
+
+
+def server_log(running) -> str:
+    if isinstance(running, ComposeStack):
+        return running.container_logs(lines=None)
+    return running.services["mlflow"].log_path.read_text()
+
+
+@pytest.mark.parametrize("uri", ["mysql+pymysql://u:p@127.0.0.1:1/mlflow", "mysql://u:p@h/db", "sqlite:///x.db"])
+def test_the_server_and_the_client_build_the_stacks_store_for_its_database_uris(uri):
+    from mlflow.server.handlers import _tracking_store_registry as server_registry
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry as client_registry
+
+    assert server_registry.get_store_builder(uri) is build_tracking_store
+    assert client_registry.get_store_builder(uri) is build_tracking_store
+
+
+def test_the_switch_serves_mlflows_own_store_and_a_bad_value_says_what_to_use(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert type(build_tracking_store(uri, str(tmp_path))) is FastSqlAlchemyStore
+    monkeypatch.setenv(STORE_SWITCH, "stock")
+    assert type(build_tracking_store(uri, str(tmp_path))) is SqlAlchemyStore
+    monkeypatch.setenv(STORE_SWITCH, "fastest")
+    with pytest.raises(ValueError, match=f"{STORE_SWITCH}='fastest': use one of fast, stock"):
+        build_tracking_store(uri, str(tmp_path))
+
+
+def test_a_read_replica_given_to_the_server_is_still_used(tmp_path, monkeypatch):
+    """`mlflow server --read-replica-backend-store-uri` reaches stores through this variable;
+    overriding the mysql/sqlite schemes must not lose it."""
+    from mlflow.server.constants import READ_REPLICA_BACKEND_STORE_URI_ENV_VAR
+
+    primary, replica = f"sqlite:///{tmp_path}/primary.db", f"sqlite:///{tmp_path}/replica.db"
+    SqlAlchemyStore(replica, str(tmp_path))  # MLflow's schema in the replica's file
+    monkeypatch.setenv(READ_REPLICA_BACKEND_STORE_URI_ENV_VAR, replica)
+    store = build_tracking_store(primary, str(tmp_path))
+    assert isinstance(store, FastSqlAlchemyStore)
+    assert str(store.read_engine.url) == replica != str(store.engine.url)
+
+
+def test_workspaces_get_mlflows_workspace_aware_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
+    store = build_tracking_store(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path))
+    assert type(store) is WorkspaceAwareSqlAlchemyStore
+
+
+def test_the_running_server_serves_the_stacks_store_and_still_reports_an_sql_store(each_stack):
+    """The twin and the compose image: the plugin is installed where the server runs."""
+    assert SERVED_LINE in server_log(each_stack)
+    info = requests.get(f"{each_stack.tracking_uri}/api/3.0/mlflow/server-info", timeout=10)
+    assert info.status_code == 200, info.text
+    assert info.json()["store_type"] == "SqlStore"
