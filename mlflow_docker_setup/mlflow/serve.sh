@@ -87,9 +87,13 @@ finally:
     engine.dispose()'
 fi
 
+# TCP_NODELAY on every accepted connection (mlflow_stack_server/nodelay.py): with
+# --workers N, uvicorn leaves Nagle's algorithm on, and each answer on a reused connection
+# then waited ~40 ms for the client's delayed ACK (uvicorn issue #3149).
 # The backend store URI holds the database password: MLflow reads it from the
 # environment (MLFLOW_BACKEND_STORE_URI), so it never shows in a process list.
 exec mlflow server \
+    --uvicorn-opts "--http mlflow_stack_server.nodelay:NoDelayHTTPProtocol" \
     --serve-artifacts \
     --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION}" \
     --host "${MLFLOW_HOST:-0.0.0.0}" \
