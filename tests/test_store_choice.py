@@ -2,6 +2,8 @@
 stack's database URIs, wherever the server runs, with MLflow's own choices kept (a read
 replica, workspaces) and one switch back to MLflow's store."""
 
+from pathlib import Path
+
 import pytest
 import requests
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -64,3 +66,19 @@ def test_the_running_server_serves_the_stacks_store_and_still_reports_an_sql_sto
     info = requests.get(f"{each_stack.tracking_uri}/api/3.0/mlflow/server-info", timeout=10)
     assert info.status_code == 200, info.text
     assert info.json()["store_type"] == "SqlStore"
+
+
+def test_a_wrong_switch_stops_the_server_start_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from dl_model_tracking.local_stack import SERVE_SCRIPT
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           STORE_SWITCH: "fastest", "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "MLFLOW_ARTIFACTS_DESTINATION": f"file://{tmp_path}", "MLFLOW_PORT": "9", "MLFLOW_HOST": "127.0.0.1"}
+    started = subprocess.run(["sh", str(SERVE_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert started.stderr.strip() == f"serve.sh: {STORE_SWITCH}='fastest': use one of fast, stock"
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before anything was made

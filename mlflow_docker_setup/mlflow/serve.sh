@@ -57,6 +57,10 @@ CONFIG
     app=stack-shared
 fi
 
+# The tracking store: the stack's (default) or MLflow's own with
+# MLFLOW_STACK_TRACKING_STORE=stock (docs/tracking-store.md). A wrong value stops here.
+"$(dirname "$(command -v mlflow)")/python" -m mlflow_stack_server.tracking_store
+
 # Upgrading MLflow: MLFLOW_DB_UPGRADE=1 migrates a database written by an older MLflow to
 # this one's schema before the server starts. Migrations cannot be undone, so they are
 # asked for, after a backup (README, "Upgrading"). It is `mlflow db upgrade URI` in that

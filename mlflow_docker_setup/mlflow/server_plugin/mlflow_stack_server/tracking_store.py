@@ -42,3 +42,10 @@ def build_tracking_store(store_uri, artifact_uri=None):
     else:
         from mlflow_stack_server.fast_sql_store import FastSqlAlchemyStore as store_class
     return store_class(store_uri, artifact_uri, read_db_uri=read_db_uri)
+
+
+if __name__ == "__main__":  # serve.sh, before the workers start: a wrong switch in one line
+    try:
+        print(f"mlflow-stack-server: {STORE_SWITCH}={chosen_store()}")
+    except ValueError as error:
+        raise SystemExit(f"serve.sh: {error}") from None
