@@ -23,20 +23,22 @@ def test_quick_mode_writes_a_table_and_json(tmp_path):
     report = json.loads(out.read_text())
     assert report["mode"] == "quick" and report["machine"]["cpus"] >= 1
     groups = {row["group"] for row in report["rows"]}
-    assert groups == {"metrics", "artifacts", "sharing", "search", "memory", "writers", "training", "cold start"}
+    assert groups == {"metrics", "artifacts", "sharing", "search", "memory", "store", "writers", "training",
+                      "cold start"}
     for row in report["rows"]:
         # Structure only: a difference of two timings may come out negative under load.
         assert isinstance(row["value"], float) and math.isfinite(row["value"]), row
         assert isinstance(row["difference"], bool) and isinstance(row["noise"], bool), row
         assert not row["noise"] or row["difference"], row
         assert row["unit"] in {"metrics/s", "ratio", "ms", "MB/s", "s", "calls/s", "records/s", "errors",
-                               "records", "MB"}, row
+                               "records", "MB", "statements", "flag"}, row
         if row["goal"]:
             assert isinstance(row["met"], bool), row
     measures = " ".join(row["measure"] for row in report["rows"])
     for expected in ("nginx / direct", "async MlflowClient.log_metric", "proxy / direct", "book's way / proxy",
                      "shared (TLS + sign-in) / plain",
-                     "p95", "UI runs page", "resident set (all workers), at rest", "more rounds of that load",
+                     "p95", "UI runs page", "stock p95 / fast p95", "EXPLAIN builds a temporary table",
+                     "updates of existing keys: fast / stock speed", "statements per call", "resident set (all workers), at rest", "more rounds of that load",
                      "fixed cost per run", "4 writers: calls/s", "4 writers: records lost",
                      "tracked / untracked", "start to healthy", "start_mlflow.sh"):
         assert expected in measures
