@@ -694,12 +694,18 @@ def store_rows(target: Target, config: Config) -> list[Row]:
     return bench_store(target.backend_store_uri, config, target.seeded)
 
 
+def local_rows(target: Target, config: Config, workdir: Path) -> list[Row]:
+    from benchmarks.local_mode import bench_local_mode  # it imports this module's Row
+
+    return bench_local_mode(target.tracking_uri, config, workdir)
+
+
 def _in_run(open_run, body) -> None:
     with open_run():
         body()
 
 
-GROUPS = ["metrics", "artifacts", "sharing", "search", "store", "writers", "training", "cold"]  # in the order they run
+GROUPS = ["metrics", "artifacts", "sharing", "search", "store", "local", "writers", "training", "cold"]  # in the order they run
 
 
 def publish(report: dict, table: str, what: str, json_path: Path | None) -> None:
@@ -757,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sharing": lambda: bench_sharing(config, workdir),
                 "search": lambda: bench_search(target, config),
                 "store": lambda: store_rows(target, config),
+                "local": lambda: local_rows(target, config, workdir),
                 "writers": lambda: writers_rows(target, config),
                 # The model upload's share of a tracked run, from the artifacts group when it ran.
                 "training": lambda: bench_training(target, config, workdir, next(

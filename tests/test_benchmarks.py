@@ -23,7 +23,7 @@ def test_quick_mode_writes_a_table_and_json(tmp_path):
     report = json.loads(out.read_text())
     assert report["mode"] == "quick" and report["machine"]["cpus"] >= 1
     groups = {row["group"] for row in report["rows"]}
-    assert groups == {"metrics", "artifacts", "sharing", "search", "memory", "store", "writers", "training",
+    assert groups == {"metrics", "artifacts", "sharing", "search", "memory", "store", "local", "writers", "training",
                       "cold start"}
     for row in report["rows"]:
         # Structure only: a difference of two timings may come out negative under load.
@@ -38,7 +38,8 @@ def test_quick_mode_writes_a_table_and_json(tmp_path):
     for expected in ("nginx / direct", "async MlflowClient.log_metric", "proxy / direct", "book's way / proxy",
                      "shared (TLS + sign-in) / plain",
                      "p95", "UI runs page", "stock p95 / fast p95", "EXPLAIN builds a temporary table",
-                     "updates of existing keys: fast / stock speed", "statements per call", "resident set (all workers), at rest", "more rounds of that load",
+                     "updates of existing keys: fast / stock speed", "statements per call",
+                     "local mode / twin", "resident set (all workers), at rest", "more rounds of that load",
                      "fixed cost per run", "4 writers: calls/s", "4 writers: records lost",
                      "tracked / untracked", "start to healthy", "start_mlflow.sh"):
         assert expected in measures
