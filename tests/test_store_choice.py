@@ -82,3 +82,18 @@ def test_a_wrong_switch_stops_the_server_start_in_one_line(tmp_path):
     assert started.returncode != 0
     assert started.stderr.strip() == f"serve.sh: {STORE_SWITCH}='fastest': use one of fast, stock"
     assert not (tmp_path / "mlflow.db").exists()  # stopped before anything was made
+
+
+def test_the_store_is_proven_with_the_pinned_mlflow_and_any_other_gets_mlflows_own(tmp_path, monkeypatch, caplog):
+    import mlflow
+
+    from dl_model_tracking.local_stack import STACK_DIR
+    from mlflow_stack_server.tracking_store import PROVEN_WITH_MLFLOW
+
+    pins = (STACK_DIR / "mlflow" / "requirements.txt").read_text().splitlines()
+    assert f"mlflow=={PROVEN_WITH_MLFLOW}" in pins and mlflow.__version__ == PROVEN_WITH_MLFLOW
+    monkeypatch.setattr(mlflow, "__version__", "3.16.1")  # as in an older server's environment
+    with caplog.at_level("WARNING", logger="mlflow_stack_server"):
+        store = build_tracking_store(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path))
+    assert type(store) is SqlAlchemyStore
+    assert "proven with MLflow 3.17.2, this is 3.16.1" in caplog.text

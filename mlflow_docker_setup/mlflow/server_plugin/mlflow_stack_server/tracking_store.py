@@ -7,7 +7,12 @@ The store module is imported inside the builder: importing MLflow's store while 
 client registers its entry points fails with a partially initialised ``mlflow.tracking``.
 """
 
+import logging
 import os
+
+# The MLflow release fast_sql_store was proven equal against (tests/test_store_equality.py):
+# the pinned one. Under any other, MLflow's own store serves, and the log says why.
+PROVEN_WITH_MLFLOW = "3.17.2"
 
 # "stock" serves MLflow's own SqlAlchemyStore (for an A/B, or for a user who wants it).
 STORE_SWITCH = "MLFLOW_STACK_TRACKING_STORE"
@@ -22,6 +27,7 @@ def chosen_store() -> str:
 
 
 def build_tracking_store(store_uri, artifact_uri=None):
+    from mlflow import __version__ as mlflow_version
     from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
     from mlflow.server.constants import READ_REPLICA_BACKEND_STORE_URI_ENV_VAR
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
@@ -37,7 +43,11 @@ def build_tracking_store(store_uri, artifact_uri=None):
         from mlflow.store.tracking.sqlalchemy_workspace_store import (
             WorkspaceAwareSqlAlchemyStore as store_class,
         )
-    elif chosen_store() == "stock":
+    elif chosen_store() == "stock" or mlflow_version != PROVEN_WITH_MLFLOW:
+        if mlflow_version != PROVEN_WITH_MLFLOW:
+            logging.getLogger("mlflow_stack_server").warning(
+                "mlflow-stack-server: MLflow's own tracking store serves: the stack's store is "
+                "proven with MLflow %s, this is %s", PROVEN_WITH_MLFLOW, mlflow_version)
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as store_class
     else:
         from mlflow_stack_server.fast_sql_store import FastSqlAlchemyStore as store_class
