@@ -7,6 +7,7 @@ venv is reused while the requirements it was built with are the ones asked for.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -27,13 +28,26 @@ NEEDS_PKG_RESOURCES = "setuptools<82"
 OLD_PROTOBUF = "protobuf<4"
 
 
+def _with_content_digest(requirement: str) -> str:
+    """A requirement as the marker records it: a local folder (the server plugin) with a
+    digest of its files, so a venv built from an older copy of it is rebuilt."""
+    folder = Path(requirement)
+    if not folder.is_dir():
+        return requirement
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path):
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return f"{requirement} sha256:{digest.hexdigest()[:16]}"
+
+
 def venv_python(venv: Path, requirements: tuple[str, ...]) -> Path:
     """The Python of `venv` holding `requirements`, built first if missing or built otherwise.
 
     Its build time is printed (pytest -s shows it)."""
     python = venv / "bin" / "python"
     marker = venv / "built-with.txt"  # written last: a venv without it is incomplete
-    wanted = "\n".join(requirements) + "\n"
+    wanted = "\n".join(_with_content_digest(r) for r in requirements) + "\n"
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / f"{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time, should two sessions meet here

@@ -26,6 +26,7 @@ from dl_model_tracking.compose_stack import ComposeStack, docker_engine_answers
 from dl_model_tracking.local_stack import LocalStack, RunningStack, free_ports
 from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS
 from dl_model_tracking.settings import REPO_ROOT
+from genuine_mysql import genuine_mysql  # noqa: F401  (a fixture: Oracle's MySQL on the host)
 from starting import start_or_fail
 
 STANDIN_IMAGES = REPO_ROOT / "tests" / "standin_images"
@@ -127,7 +128,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        for name in ("stack", "docker_stack", "second_checkout", "shared_stack"):
+        for name in ("stack", "docker_stack", "second_checkout", "shared_stack", "genuine_mysql"):
             running = getattr(item, "funcargs", {}).get(name)
             if hasattr(running, "logs"):
                 report.sections.append((f"{name} logs", running.logs()))
@@ -156,15 +157,22 @@ def compose_cli() -> str:
     return "v2" if v2 else "v1"
 
 
+# The compose stacks' database: the MariaDB stand-in, unless a module parametrizes
+# new_checkout (indirect) with "mysql": genuine MySQL (standins.env's GENUINE_MYSQL_IMAGE).
+DATABASE_IMAGES = {"mariadb": "MYSQL_IMAGE", "mysql": "GENUINE_MYSQL_IMAGE"}
+
+
 @pytest.fixture(scope="session")
-def new_checkout(tmp_path_factory, standin_images):
+def new_checkout(request, tmp_path_factory, standin_images):
     """A copy of this checkout's stack files in a folder of its own (as a second clone
     is), using this checkout's .venv; and the environment that runs it on the stand-ins on
     free loopback ports. Whatever a test leaves running there is deleted at the end."""
     made: list[ComposeStack] = []
+    database = getattr(request, "param", "mariadb")
+    images = {**standin_images, "MYSQL_IMAGE": standin_images[DATABASE_IMAGES[database]]}
 
     def make(name: str, compose: str | None = None, **overrides: str) -> ComposeStack:
-        stack = ComposeStack.fresh_copy(tmp_path_factory.mktemp(name), standin_images,
+        stack = ComposeStack.fresh_copy(tmp_path_factory.mktemp(name), images,
                                         **{"MLFLOW_COMPOSE": compose or compose_cli(), **overrides})
         made.append(stack)
         return stack

@@ -10,8 +10,7 @@ The server listens on a free port of 127.0.0.1 only. Needs root, like debootstra
     with GenuineMySQL(tmp_path) as server:
         store = SqlAlchemyStore(server.uri, artifact_root)
 
-or the session fixture ``genuine_mysql`` (``from genuine_mysql import genuine_mysql`` in a
-test module, as tests import ``starting``).
+or the session fixture ``genuine_mysql`` (conftest.py makes it every test module's).
 """
 
 from __future__ import annotations
@@ -229,19 +228,13 @@ class GenuineMySQL:
         self.stop()
 
 
-# MLflow's migrations create triggers (1bd49d398cd23, the secrets tables); with binary
-# logging on (MySQL's default since 8.0) a user without SUPER may do that only when the
-# server trusts function creators: otherwise error 1419 (mlflow/mlflow#23721).
-MLFLOW_MIGRATION_OPTIONS = {"log_bin_trust_function_creators": "ON"}
-
-
 @pytest.fixture(scope="session")
 def genuine_mysql(tmp_path_factory):
-    """A genuine MySQL server for the session, with the stack's settings and what MLflow's
-    migrations need (MLFLOW_MIGRATION_OPTIONS); skipped without root, except in CI."""
+    """A genuine MySQL server for the session, with the stack's settings (mlflow.cnf) and
+    nothing more; skipped without root, except in CI."""
     if not GenuineMySQL.can_run():
         (pytest.fail if IN_CI else pytest.skip)("genuine MySQL needs root (debootstrap, chroot)")
-    server = GenuineMySQL(tmp_path_factory.mktemp("genuine-mysql"), options=MLFLOW_MIGRATION_OPTIONS)
+    server = GenuineMySQL(tmp_path_factory.mktemp("genuine-mysql"))
     try:
         server.start()
     except GenuineMySQLError as error:

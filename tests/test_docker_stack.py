@@ -20,7 +20,10 @@ from mlflow import MlflowClient
 from dl_model_tracking.compose_stack import docker
 from dl_model_tracking.settings import REPO_ROOT
 
-pytestmark = pytest.mark.docker
+# Every test twice: on the MariaDB stand-in and on genuine MySQL (Oracle's server, as the
+# compose file's mysql image is), one stack at a time.
+pytestmark = [pytest.mark.docker,
+              pytest.mark.parametrize("new_checkout", ["mariadb", "mysql"], indirect=True, scope="session")]
 
 
 def healthy(uri: str) -> bool:

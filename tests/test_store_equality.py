@@ -1,5 +1,6 @@
 """The stack's tracking store (mlflow_stack_server.fast_sql_store) against MLflow's own, on
-the databases the stack runs: SQLite (local mode) and MariaDB (the twin, the compose tests).
+the databases the stack runs: SQLite (local mode), MariaDB (the twin, the compose tests) and
+genuine MySQL (the compose stack's own database; tests/genuine_mysql.py).
 
 Reads: one seeded database, every generated search read through both stores page by page;
 run ids, order, page tokens and whole runs must be identical. Writes: the same generated
@@ -46,22 +47,15 @@ TEXT_VALUES = ["a", "b", "ab", "B", "a_b", "a%b", "10", "9"]
 
 
 class Databases:
-    """Empty MLflow databases on one server (each made by MLflow's own migrations)."""
+    """Empty MLflow databases on one server (each made by MLflow's own migrations):
+    ``create(name)`` makes an empty database and gives its SQLAlchemy URI."""
 
-    def __init__(self, kind, tmp_path_factory, twin):
-        self.kind, self._tmp, self._twin = kind, tmp_path_factory, twin
+    def __init__(self, kind, create):
+        self.kind, self._create = kind, create
         self._count = itertools.count()
 
     def new(self):
-        name = f"store_equality_{next(self._count)}"
-        if self.kind == "sqlite":
-            return f"sqlite:///{self._tmp.mktemp(name)}/mlflow.db"
-        with self._twin.root_connection() as conn, conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-            cur.execute(f"CREATE DATABASE `{name}`")
-        password = self._twin.config["MYSQL_ROOT_PASSWORD"]
-        return (f"mysql+pymysql://root:{password}@127.0.0.1:{self._twin.mysql_port}/{name}"
-                "?charset=utf8mb4")
+        return self._create(f"store_equality_{next(self._count)}")
 
     def stores(self, uri, artifacts):
         """MLflow's store and the stack's, on one database."""
@@ -69,14 +63,36 @@ class Databases:
         return stock, FastSqlAlchemyStore(uri, str(artifacts))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
+def twin_databases(twin):
+    """Databases on the twin's MariaDB, used as its root user."""
+    if not isinstance(twin, LocalStack):
+        pytest.fail("the MariaDB equality tests need the twin this run starts (unset MLFLOW_TRACKING_URI)")
+
+    def create(name):
+        with twin.root_connection() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cur.execute(f"CREATE DATABASE `{name}`")
+        password = twin.config["MYSQL_ROOT_PASSWORD"]
+        return f"mysql+pymysql://root:{password}@127.0.0.1:{twin.mysql_port}/{name}?charset=utf8mb4"
+    return create
+
+
+def genuine_mysql_databases(server):
+    """Databases on genuine MySQL (Oracle's server), granted to its MLflow user."""
+    def create(name):
+        server.query(f"CREATE DATABASE `{name}`")
+        server.query(f"GRANT ALL ON `{name}`.* TO '{server.user}'@'%'")
+        return server.uri.replace(f"/{server.database}?", f"/{name}?")
+    return create
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mariadb", "mysql"])
 def databases(request, tmp_path_factory):
-    twin = None
+    if request.param == "sqlite":
+        return Databases("sqlite", lambda name: f"sqlite:///{tmp_path_factory.mktemp(name)}/mlflow.db")
     if request.param == "mariadb":
-        twin = request.getfixturevalue("twin_stack")
-        if not isinstance(twin, LocalStack):
-            pytest.fail("the MariaDB equality tests need the twin this run starts (unset MLFLOW_TRACKING_URI)")
-    return Databases(request.param, tmp_path_factory, twin)
+        return Databases("mariadb", twin_databases(request.getfixturevalue("twin_stack")))
+    return Databases("mysql", genuine_mysql_databases(request.getfixturevalue("genuine_mysql")))
 
 
 # ---------------------------------------------------------------------------- reads
