@@ -332,12 +332,17 @@ class LocalStack(S3Access, SharedAccess, Outages):
                 check=True, capture_output=True,
             )
         mariadbd = _require_binary("mariadbd", "apt-get install mariadb-server", extra_dirs=["/usr/sbin"])
+        # Its sort and temporary-table files in the twin's own folder: in /tmp (the default) a
+        # cleaner removing old files there broke a running search ("Error on delete of
+        # '/tmp/#sql-temptable-...'", seen during a benchmark).
+        tmpdir = self.workdir / "mysql-tmp"
+        tmpdir.mkdir(exist_ok=True)
         self._launch(Service(
             name="database",
             argv=[mariadbd, f"--defaults-file={MYSQL_CONFIG}", f"--datadir={datadir}",
                   f"--port={self.mysql_port}", "--bind-address=127.0.0.1",
                   f"--socket={self.workdir / 'mysql.sock'}",
-                  f"--pid-file={self.workdir / 'mysql.pid'}", *run_as_root],
+                  f"--pid-file={self.workdir / 'mysql.pid'}", f"--tmpdir={tmpdir}", *run_as_root],
             log_path=self.workdir / "database.log",
             ready=self._database_ready,
         ))
