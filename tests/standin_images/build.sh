@@ -39,8 +39,10 @@ fetch_rclone() {
     rm -rf "$download"
 }
 
-build_image() {  # NAME FOLDER [BASE [KEY]]: KEY, what else the image is made of (a base's build)
-    local name=$1 folder="$HERE/$2" base=${3:-$BASE} key=${4:-} hash current
+build_image() {  # NAME FOLDER [BASE [KEY [CONTEXT]]]: KEY, what else the image is made of (a base's
+    # build); CONTEXT, the build context when not FOLDER (the databases': this folder, for first_users.sh)
+    local name=$1 folder="$HERE/$2" base=${3:-$BASE} key=${4:-} context=${5:-"$HERE/$2"} hash current
+    [ "$context" = "$folder" ] || key="$key $(sha256sum "$HERE/first_users.sh" | cut -c1-16)"
     hash="$( (cd "$folder" && find . -type f -print0 | sort -z | xargs -0 sha256sum; [ -z "$key" ] || echo "$key") \
              | sha256sum | cut -c1-16)"
     current="$(docker image inspect -f '{{index .Config.Labels "mlflow-standin.source"}}' "$name" 2>/dev/null || true)"
@@ -51,7 +53,8 @@ build_image() {  # NAME FOLDER [BASE [KEY]]: KEY, what else the image is made of
     local previous
     previous="$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)"
     echo "Building $name"
-    docker build -q --build-arg "BASE=$base" --label "mlflow-standin.source=$hash" -t "$name" "$folder" >/dev/null
+    docker build -q --build-arg "BASE=$base" --label "mlflow-standin.source=$hash" -t "$name" \
+        -f "$folder/Dockerfile" "$context" >/dev/null
     # The image this one replaces, now untagged: remove it unless something still uses it.
     [ -z "$previous" ] || docker image rm "$previous" >/dev/null 2>&1 || true
 }
@@ -82,7 +85,7 @@ build_genuine_mysql() {
             -c "LABEL mlflow-standin.rootfs=$id mlflow-standin.mysql-version=$version" - "$rootfs_base" >/dev/null
         [ -z "$previous" ] || docker image rm "$previous" >/dev/null 2>&1 || true
     fi
-    build_image "$name" mysql "$rootfs_base" "$id"
+    build_image "$name" mysql "$rootfs_base" "$id" "$HERE"
 }
 
 build_base
@@ -93,7 +96,7 @@ set -a
 source "$HERE/standins.env"
 set +a
 build_image "$PYTHON_IMAGE" python
-build_image "$MYSQL_IMAGE" mariadb
+build_image "$MYSQL_IMAGE" mariadb "$BASE" "" "$HERE"
 build_image "$NGINX_IMAGE" nginx
 build_image "$MINIO_IMAGE" s3
 build_genuine_mysql

@@ -9,10 +9,8 @@ datadir=/var/lib/mysql
 mkdir -p /run/mysqld
 chown mysql:mysql /run/mysqld "$datadir"
 
-sql_string() {  # a value as a quoted SQL string literal
-    local value=${1//\\/\\\\}
-    printf "'%s'" "${value//\'/\'\'}"
-}
+# shellcheck source=tests/standin_images/first_users.sh
+. /usr/local/lib/standin/first_users.sh
 
 if [ ! -d "$datadir/mysql" ]; then
     : "${MYSQL_ROOT_PASSWORD:?set MYSQL_ROOT_PASSWORD}"
@@ -29,20 +27,7 @@ if [ ! -d "$datadir/mysql" ]; then
         mariadb-admin --socket=/run/mysqld/init.sock -uroot ping --silent 2>/dev/null && break
         sleep 0.5
     done
-    root_password=$(sql_string "$MYSQL_ROOT_PASSWORD")
-    {
-        echo "ALTER USER 'root'@'localhost' IDENTIFIED BY $root_password;"
-        echo "CREATE USER 'root'@'%' IDENTIFIED BY $root_password;"
-        echo "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"
-        if [ -n "${MYSQL_DATABASE:-}" ]; then
-            echo "CREATE DATABASE IF NOT EXISTS \`$MYSQL_DATABASE\`;"
-        fi
-        if [ -n "${MYSQL_USER:-}" ] && [ -n "${MYSQL_PASSWORD:-}" ]; then
-            echo "CREATE USER $(sql_string "$MYSQL_USER")@'%' IDENTIFIED BY $(sql_string "$MYSQL_PASSWORD");"
-            [ -z "${MYSQL_DATABASE:-}" ] || echo "GRANT ALL ON \`$MYSQL_DATABASE\`.* TO $(sql_string "$MYSQL_USER")@'%';"
-        fi
-        echo "FLUSH PRIVILEGES;"
-    } | mariadb --socket=/run/mysqld/init.sock -uroot
+    first_users_sql | mariadb --socket=/run/mysqld/init.sock -uroot
     kill "$pid"
     wait "$pid"
     echo "Database initialised"

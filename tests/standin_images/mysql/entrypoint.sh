@@ -27,10 +27,8 @@ file_env() {  # VAR: its value, or the contents of the file VAR_FILE names (not 
     fi
 }
 
-sql_string() {  # a value as a quoted SQL string literal
-    local value=${1//\\/\\\\}
-    printf "'%s'" "${value//\'/\'\'}"
-}
+# shellcheck source=tests/standin_images/first_users.sh
+. /usr/local/lib/standin/first_users.sh
 
 if [ ! -d "$datadir/mysql" ]; then
     for var in MYSQL_ROOT_PASSWORD MYSQL_DATABASE MYSQL_USER MYSQL_PASSWORD; do
@@ -51,21 +49,10 @@ if [ ! -d "$datadir/mysql" ]; then
         kill -0 "$pid" 2>/dev/null || { echo "the server stopped while initialising" >&2; exit 1; }
         sleep 0.5
     done
-    root_password=$(sql_string "$MYSQL_ROOT_PASSWORD")
     {
         # The statements below write no binary log, as officially (nothing to replicate).
         echo "SET @@SESSION.SQL_LOG_BIN=0;"
-        echo "ALTER USER 'root'@'localhost' IDENTIFIED BY $root_password;"
-        echo "CREATE USER 'root'@'%' IDENTIFIED BY $root_password;"
-        echo "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"
-        if [ -n "${MYSQL_DATABASE:-}" ]; then
-            echo "CREATE DATABASE IF NOT EXISTS \`$MYSQL_DATABASE\`;"
-        fi
-        if [ -n "${MYSQL_USER:-}" ] && [ -n "${MYSQL_PASSWORD:-}" ]; then
-            echo "CREATE USER $(sql_string "$MYSQL_USER")@'%' IDENTIFIED BY $(sql_string "$MYSQL_PASSWORD");"
-            [ -z "${MYSQL_DATABASE:-}" ] || echo "GRANT ALL ON \`$MYSQL_DATABASE\`.* TO $(sql_string "$MYSQL_USER")@'%';"
-        fi
-        echo "FLUSH PRIVILEGES;"
+        first_users_sql
     } | mysql --protocol=socket --socket="$socket" -uroot
     # Init scripts, as the official image runs them: *.sh sourced, *.sql and *.sql.gz into
     # MYSQL_DATABASE (when set) as root.
