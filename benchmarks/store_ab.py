@@ -10,6 +10,7 @@ statements each call sends to the database (counted with a SQLAlchemy cursor hoo
 from __future__ import annotations
 
 import contextlib
+import itertools
 import statistics
 import time
 import uuid
@@ -145,11 +146,12 @@ def write_rows(made, counters, config) -> list[Row]:
         return once
 
     updated = {side: new_run(side) for side in SIDES}
-    steps = iter(range(1, 10_000))
+    steps = itertools.count(1)
 
     def batch_update(side):
         def once():
-            metrics = [Metric(f"m{j}", float(j), now, next(steps)) for j in range(1000)]
+            step = next(steps)
+            metrics = [Metric(f"m{j}", float(j), now, step) for j in range(1000)]
             return 1000 / timed(lambda: made[side].log_batch(updated[side], metrics, [], []))
         return once
 
