@@ -172,11 +172,17 @@ def bench_metrics(target: Target, config: Config) -> list[Row]:
         return lambda: timed(lambda: [client.log_metric(run_id, "loss", 1.0 / (i + 1), step=i)
                                       for i in range(config.metric_calls)]) / config.metric_calls
 
+    batch_steps = itertools.count()
+
     def batch(side):
         client, run_id = clients[side], runs[side]
         now = int(time.time() * 1000)
-        metrics = [Metric(f"m{j}", float(j), now, 0) for j in range(1000)]
-        return lambda: timed(lambda: client.log_batch(run_id, metrics=metrics)) / 1000
+
+        def once():  # a training step's metrics: a new step each call, as a loop logs them
+            step = next(batch_steps)
+            metrics = [Metric(f"m{j}", float(j), now, step) for j in range(1000)]
+            return timed(lambda: client.log_batch(run_id, metrics=metrics)) / 1000
+        return once
 
     for label, make in (("log_metric, one call per metric", per_call), ("log_batch of 1,000 metrics", batch)):
         seconds = interleaved({side: make(side) for side in clients}, config.repeats)

@@ -52,8 +52,9 @@ from mlflow.utils.validation import (
 
 # MLflow binds at most this many keys in one IN list (latest_metrics lookups).
 _KEYS_PER_STATEMENT = 500
-# A batch that meets a concurrent writer's new row (a unique key) is redone from the start
-# after a jittered pause, as MLflow redoes its tags; it gives up after this many attempts.
+# A batch that meets a stored row (a metric logged before, or a concurrent writer's new key)
+# is redone at once without what is stored, as MLflow redoes its metrics; a further conflict
+# (writers racing) after a jittered pause, as MLflow redoes its tags; then it gives up.
 _CONFLICT_ATTEMPTS = 5
 
 
@@ -224,7 +225,8 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
                         raise
                 else:
                     return
-            time.sleep(2 ** (attempt - 1) - 1 + random.uniform(0, 1))
+            if attempt > 1:  # the second attempt, at once, skips what is stored; later ones wait
+                time.sleep(2 ** (attempt - 2) - 1 + random.uniform(0, 1))
 
     def _add_params(self, session, run, params):
         """MLflow's ``_log_params``, inside the batch's transaction."""
