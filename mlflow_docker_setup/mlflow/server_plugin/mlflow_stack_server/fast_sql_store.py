@@ -76,43 +76,40 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
         self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
     ):
         self._validate_max_results_param(max_results, allow_null=True)
-        stages = set(LifecycleStage.view_type_to_stages(run_view_type))
-
-        with self.ManagedSessionMaker() as session:
-            parsed_filters = SearchUtils.parse_search_filter(filter_string)
-            cases_orderby, parsed_orderby, sorting_joins = _get_orderby_clauses(order_by, session)
-            attribute_filters, non_attribute_filters, dataset_filters = (
-                _get_sqlalchemy_filter_clauses(parsed_filters, session, self._get_dialect())
-            )
-            if dataset_filters:
-                # A run can match several dataset inputs; MLflow's DISTINCT is needed there.
-                page_runs = None
-            else:
-                stmt = select(SqlRun.run_uuid, *cases_orderby)
-                for non_attr_filter in non_attribute_filters:
-                    stmt = stmt.join(non_attr_filter)
-                for j in sorting_joins:
-                    stmt = stmt.outerjoin(j)
-                offset = SearchUtils.parse_start_offset_from_page_token(page_token)
-                ids = self._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
-                stmt = (
-                    stmt
-                    .filter(
-                        SqlRun.experiment_id.in_(ids),
-                        SqlRun.lifecycle_stage.in_(stages),
-                        *attribute_filters,
-                    )
-                    .order_by(*parsed_orderby)
-                    .offset(offset)
-                )
-                if max_results is not None:
-                    stmt = stmt.limit(max_results + 1)
-                page = [row[0] for row in session.execute(stmt)]
-                page_runs = self._load_runs_in_order(session, page)
-        if page_runs is None:
+        parsed_filters = SearchUtils.parse_search_filter(filter_string)
+        if any(f["type"] == SearchUtils._DATASET_IDENTIFIER for f in parsed_filters):
+            # A run can match several dataset inputs; MLflow's DISTINCT is needed there.
             return super()._search_runs(
                 experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
             )
+        stages = set(LifecycleStage.view_type_to_stages(run_view_type))
+
+        with self.ManagedSessionMaker() as session:
+            cases_orderby, parsed_orderby, sorting_joins = _get_orderby_clauses(order_by, session)
+            attribute_filters, non_attribute_filters, _ = _get_sqlalchemy_filter_clauses(
+                parsed_filters, session, self._get_dialect()
+            )
+            stmt = select(SqlRun.run_uuid, *cases_orderby)
+            for non_attr_filter in non_attribute_filters:
+                stmt = stmt.join(non_attr_filter)
+            for j in sorting_joins:
+                stmt = stmt.outerjoin(j)
+            offset = SearchUtils.parse_start_offset_from_page_token(page_token)
+            ids = self._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
+            stmt = (
+                stmt
+                .filter(
+                    SqlRun.experiment_id.in_(ids),
+                    SqlRun.lifecycle_stage.in_(stages),
+                    *attribute_filters,
+                )
+                .order_by(*parsed_orderby)
+                .offset(offset)
+            )
+            if max_results is not None:
+                stmt = stmt.limit(max_results + 1)
+            page = [row[0] for row in session.execute(stmt)]
+            page_runs = self._load_runs_in_order(session, page)
 
         next_page_token = None
         if max_results is not None and len(page_runs) == max_results + 1:

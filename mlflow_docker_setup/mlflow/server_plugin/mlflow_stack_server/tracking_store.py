@@ -44,7 +44,7 @@ def build_tracking_store(store_uri, artifact_uri=None):
             WorkspaceAwareSqlAlchemyStore as store_class,
         )
     elif chosen_store() == "stock" or mlflow_version != PROVEN_WITH_MLFLOW:
-        if mlflow_version != PROVEN_WITH_MLFLOW:
+        if chosen_store() == "fast":
             logging.getLogger("mlflow_stack_server").warning(
                 "mlflow-stack-server: MLflow's own tracking store serves: the stack's store is "
                 "proven with MLflow %s, this is %s", PROVEN_WITH_MLFLOW, mlflow_version)
