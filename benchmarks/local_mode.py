@@ -5,12 +5,10 @@ batch of 10 params and 10 metrics, end)."""
 
 from __future__ import annotations
 
-import os
 import statistics
-import sys
 import time
 
-from dl_model_tracking.local_stack import SERVE_SCRIPT, Service, free_port, http_ok
+from dl_model_tracking.local_stack import Service, free_port, serve_script_service
 
 from benchmarks.run import Config, Row, interleaved, spread, timed
 
@@ -21,13 +19,10 @@ def local_mode_server(workdir) -> tuple[Service, str]:
     """The server start_mlflow.sh starts in local mode, with the environment it sets."""
     port = free_port()
     (workdir / "local-artifacts").mkdir()
-    service = Service(
-        name="mlflow-local", argv=["sh", str(SERVE_SCRIPT)], log_path=workdir / "local-mlflow.log",
-        ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
-        env={"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir}/local-mlflow.db",
-             "MLFLOW_ARTIFACTS_DESTINATION": f"file://{workdir}/local-artifacts",
-             "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port),
-             "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"})
+    service = serve_script_service(
+        {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir}/local-mlflow.db",
+         "MLFLOW_ARTIFACTS_DESTINATION": f"file://{workdir}/local-artifacts"},
+        port, workdir / "local-mlflow.log", name="mlflow-local")
     service.start()
     try:
         service.wait_ready(time.monotonic() + 180)

@@ -180,6 +180,16 @@ class Service:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def serve_script_service(env: dict[str, str], port: int, log_path: Path, python: Path = Path(sys.executable),
+                         argv: list[str] | None = None, name: str = "mlflow") -> Service:
+    """An MLflow server on 127.0.0.1:`port`, run by serve.sh (or `argv`) with the `mlflow` of
+    `python`'s environment, `env` added to this one's; not yet started."""
+    return Service(name=name, argv=argv or ["sh", str(SERVE_SCRIPT)], log_path=log_path,
+                   ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
+                   env={**env, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port),
+                        "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+
+
 class Outages:
     """Fault injection, for tests and benchmarks/outages.py: a stack's ``take_down(name)``
     and ``bring_back(name)`` (waiting until healthy), for the services named below."""
@@ -441,23 +451,16 @@ class LocalStack(S3Access, SharedAccess, Outages):
             "MLFLOW_RUNTIME_DIR": str(self.runtime_dir),
         } if self.share else {}
         self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
-        self._launch(Service(
-            name="mlflow",
-            argv=["sh", str(SERVE_SCRIPT)],
-            env={
+        self._launch(serve_script_service(
+            {
                 "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
                 "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{self.bucket}",
                 **self.s3_env,
-                "MLFLOW_HOST": "127.0.0.1",
-                "MLFLOW_PORT": str(self.mlflow_port),
                 **{name: os.environ.get(name, self.config[name])
                    for name in ("MLFLOW_WORKERS", "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE")},
-                # serve.sh execs the `mlflow` of the interpreter running this code.
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                 **auth,
             },
-            log_path=self.workdir / "mlflow.log",
-            ready=lambda: http_ok(f"{self.mlflow_uri}/health"),
+            self.mlflow_port, self.workdir / "mlflow.log",
         ))
 
     def _start_nginx(self) -> None:

@@ -29,7 +29,7 @@ from mlflow.store.db.utils import _get_latest_schema_revision
 
 from client_venvs import CACHE, NEEDS_PKG_RESOURCES, venv_python
 from dl_model_tracking.local_stack import (SERVE_SCRIPT, STACK_DIR, LocalStack, Service, StackStartError,
-                                           ensure_private_bucket, free_port, http_ok)
+                                           ensure_private_bucket, free_port, serve_script_service)
 from test_start_stop import local_env, run  # noqa: F401 (local_env is a fixture)
 
 pytestmark = pytest.mark.stack
@@ -98,10 +98,7 @@ def schema_revision(twin: LocalStack, database: str) -> str:
 
 def server_service(python: Path, store: dict[str, str], port: int, log: Path, argv: list[str]) -> Service:
     """An MLflow server from `python`'s environment on `store`, not yet started."""
-    return Service(name="mlflow", argv=argv, log_path=log,
-                   ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
-                   env={**store, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port),
-                        "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"})
+    return serve_script_service(store, port, log, python, argv)
 
 
 def server(python: Path, store: dict[str, str], port: int, log: Path, argv: list[str]) -> Service:
