@@ -5,7 +5,7 @@
 #
 #   bash backup_mlflow.sh [--output DIR]    archive into DIR (default ./backups)
 #
-# Restore with restore_mlflow.sh. The work is done by python -m dl_model_tracking.backup.
+# Restore with restore_mlflow.sh. The work is done by python -m mlflow_stack.backup.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,7 +39,7 @@ run_backup_module() {
     else
         stack=(--sqlite "$LOCAL_DIR/mlflow.db" --artifacts-dir "$LOCAL_DIR/artifacts")
     fi
-    "$VENV/bin/python" -m dl_model_tracking.backup "$command" "${stack[@]}" "$@"
+    "$VENV/bin/python" -m mlflow_stack.backup "$command" "${stack[@]}" "$@"
 }
 
 # restore_mlflow.sh sources this file for run_backup_module.

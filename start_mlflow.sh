@@ -64,7 +64,7 @@ choose_bind_address() {
 # Shared: strong secrets or no start; nginx's certificate (the user's, or one made here).
 prepare_sharing() {
     local paths
-    paths="$("$VENV/bin/python" -m dl_model_tracking.stack_secrets share "$SECRETS_DIR")" \
+    paths="$("$VENV/bin/python" -m mlflow_stack.stack_secrets share "$SECRETS_DIR")" \
         || die "not started (nothing was changed)"
     { read -r MLFLOW_TLS_CERT_FILE; read -r MLFLOW_TLS_KEY_FILE; read -r MLFLOW_TLS_CA_FILE || true; } <<<"$paths"
     export MLFLOW_TLS_CERT_FILE MLFLOW_TLS_KEY_FILE
@@ -243,7 +243,7 @@ legacy=()
 if [ "$mode" = docker ] && [ ! -f "$SECRETS_DIR/stack.env" ] && [ -n "$(project_volumes)" ]; then
     legacy=(--legacy)
 fi
-"$VENV/bin/python" -m dl_model_tracking.stack_secrets ensure "$SECRETS_DIR" "${legacy[@]}" \
+"$VENV/bin/python" -m mlflow_stack.stack_secrets ensure "$SECRETS_DIR" "${legacy[@]}" \
     || die "cannot write the stack's secrets into $SECRETS_DIR"
 load_stack_env
 case "$mode" in

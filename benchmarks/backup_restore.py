@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 
 from benchmarks.run import machine, publish, seed_runs, timed
-from dl_model_tracking.backup import create_backup, open_verified, restore_backup, twin_stack
-from dl_model_tracking.local_stack import LocalStack
+from mlflow_stack.backup import create_backup, open_verified, restore_backup, twin_stack
+from mlflow_stack.local_stack import LocalStack
 
 MB = 1024 * 1024
 

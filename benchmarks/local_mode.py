@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from dl_model_tracking.local_stack import Service, free_port, serve_script_service
+from mlflow_stack.local_stack import Service, free_port, serve_script_service
 
 from benchmarks.run import Config, Row, interleaved, spread, timed
 

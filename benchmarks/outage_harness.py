@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.connection import CLIENT_RETRY_DEFAULTS
+from mlflow_stack.settings import REPO_ROOT
 
 # How each service is named in ServiceDown's line.
 SERVICE_NAMES = {"nginx": "nginx", "mlflow": "MLflow server", "database": "database",

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from dl_model_tracking.local_stack import LocalStack
+from mlflow_stack.local_stack import LocalStack
 from benchmarks.outage_harness import autolog_arguments, run_through_outage
-from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS
+from mlflow_stack.connection import CLIENT_RETRY_DEFAULTS
 
 
 def missing_artifact_seconds(stack) -> float:

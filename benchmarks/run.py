@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 from unittest import mock
 
-from dl_model_tracking.local_stack import S3Access
+from mlflow_stack.local_stack import S3Access
 
 MB = 1024 * 1024
 # Goals (README, "Performance"): search p95 per experiment size; proxied artifacts against
@@ -140,7 +140,7 @@ class Target(S3Access):
 @contextlib.contextmanager
 def target_from_args(args, workdir: Path):
     if args.tracking_uri:
-        from dl_model_tracking.settings import SECRETS_DIR, stack_env
+        from mlflow_stack.settings import SECRETS_DIR, stack_env
 
         config = stack_env(SECRETS_DIR)
         yield Target(args.tracking_uri, args.mlflow_uri or args.tracking_uri, args.s3_endpoint_url,
@@ -148,7 +148,7 @@ def target_from_args(args, workdir: Path):
                       "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", config.get("MINIO_ROOT_PASSWORD"))},
                      config["MLFLOW_BUCKET"], args.backend_store_uri, None)
         return
-    from dl_model_tracking.local_stack import LocalStack
+    from mlflow_stack.local_stack import LocalStack
 
     with LocalStack(workdir / "stack").start() as stack:
         yield Target(stack.tracking_uri, stack.mlflow_uri, stack.s3_endpoint_url, stack.s3_credentials,
@@ -352,7 +352,7 @@ def bench_sharing(config: Config, workdir: Path) -> list[Row]:
     side, the same calls on both, interleaved: the ratio is what sharing costs."""
     from mlflow import MlflowClient
 
-    from dl_model_tracking.local_stack import LocalStack
+    from mlflow_stack.local_stack import LocalStack
 
     size = 50 if not config.quick else 10
     calls = config.metric_calls // 5  # a shared call costs up to 15 plain ones (a password hash)
@@ -562,8 +562,8 @@ def ui_runs_page_timings(target: Target, experiment_id: str) -> dict[str, float]
 
 # -- 4. cold start ------------------------------------------------------------------------------------
 def bench_cold_start(target: Target, config: Config, workdir: Path, docker: bool) -> list[Row]:
-    from dl_model_tracking.local_stack import LocalStack, free_port
-    from dl_model_tracking.settings import REPO_ROOT
+    from mlflow_stack.local_stack import LocalStack, free_port
+    from mlflow_stack.settings import REPO_ROOT
 
     rows = []
     twin = [target.startup_seconds] if target.startup_seconds else []
@@ -597,8 +597,8 @@ def docker_cold_starts(config: Config, workdir: Path) -> list[float]:
     counted comes first: it builds the MLflow server image, which later ones find cached."""
     from dotenv import dotenv_values
 
-    from dl_model_tracking.compose_stack import ComposeStack
-    from dl_model_tracking.settings import REPO_ROOT
+    from mlflow_stack.compose_stack import ComposeStack
+    from mlflow_stack.settings import REPO_ROOT
 
     standins = REPO_ROOT / "tests" / "standin_images"
     subprocess.run(["bash", str(standins / "build.sh")], check=True, capture_output=True)

@@ -8,7 +8,7 @@ the stack is taken down (benchmarks.outage_harness).
 Each logs until the file named by ``--until`` exists (or its step or epoch limit), so the
 harness decides when training ends, after the outage. Each writes its status file twice: once logging has begun (``phase: logging``), and at the
 end with what it sent and how it ended: ``finished``, ``error`` (the one line of
-:class:`~dl_model_tracking.server.ServiceDown`) or ``crash`` (any other exception).
+:class:`~mlflow_stack.connection.ServiceDown`) or ``crash`` (any other exception).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import mlflow
 
-from dl_model_tracking.server import ServiceDown, explain_outages
+from mlflow_stack.connection import ServiceDown, explain_outages
 
 HAND_METRIC = "loss"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.settings import REPO_ROOT
 
 CACHE = REPO_ROOT / ".cache"
 

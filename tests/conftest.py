@@ -22,10 +22,10 @@ import mlflow  # noqa: E402  (after the variable above, which MLflow reads at im
 import pytest
 from dotenv import dotenv_values
 
-from dl_model_tracking.compose_stack import ComposeStack, docker_engine_answers
-from dl_model_tracking.local_stack import LocalStack, RunningStack, free_ports
-from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.compose_stack import ComposeStack, docker_engine_answers
+from mlflow_stack.local_stack import LocalStack, RunningStack, free_ports
+from mlflow_stack.connection import CLIENT_RETRY_DEFAULTS
+from mlflow_stack.settings import REPO_ROOT
 from genuine_mysql import genuine_mysql  # noqa: F401  (a fixture: Oracle's MySQL on the host)
 from starting import start_or_fail
 
@@ -240,7 +240,7 @@ def run_notebook(stack, offline_assets, tmp_path_factory):
     import nbformat
     from nbclient import NotebookClient
 
-    from dl_model_tracking.settings import REPO_ROOT
+    from mlflow_stack.settings import REPO_ROOT
 
     def run(name: str, **overrides):
         params = {"BACKBONE": str(offline_assets["backbone"]), "DATA_DIR": str(offline_assets["data_dir"]),
@@ -282,7 +282,7 @@ def chapter_notebook(run_notebook):
     """dl_model_tracking.ipynb, run once per session: the autologged, registered model."""
     from mlflow import MlflowClient
 
-    from dl_model_tracking.settings import DEFAULT_REGISTERED_MODEL_NAME
+    from mlflow_stack.settings import DEFAULT_REGISTERED_MODEL_NAME
 
     client = MlflowClient()
     name = DEFAULT_REGISTERED_MODEL_NAME

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from dl_model_tracking.local_stack import free_port
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.local_stack import free_port
+from mlflow_stack.settings import REPO_ROOT
 
 ROOTFS_SCRIPT = REPO_ROOT / "tests" / "standin_images" / "mysql" / "rootfs.sh"
 # The stack's server settings, as compose mounts them into the MySQL container.

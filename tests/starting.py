@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dl_model_tracking.local_stack import StackStartError
+from mlflow_stack.local_stack import StackStartError
 
 
 def start_or_fail(stack, what: str):

@@ -23,8 +23,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from dl_model_tracking.local_stack import LocalStack
-from dl_model_tracking.stack_secrets import SECRET_NAMES
+from mlflow_stack.local_stack import LocalStack
+from mlflow_stack.stack_secrets import SECRET_NAMES
 from test_sharing import mlflow_users, new_user
 
 pytestmark = pytest.mark.stack

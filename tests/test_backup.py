@@ -36,11 +36,11 @@ from mlflow.store.db.utils import _get_latest_schema_revision
 from packaging.version import Version
 
 from client_venvs import CACHE, venv_python
-from dl_model_tracking.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, DirectoryArtifacts, HostMySQL,
+from mlflow_stack.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, DirectoryArtifacts, HostMySQL,
                                       S3Artifacts, SQLiteStore, Stack, create_backup, open_verified, restore_backup,
                                       twin_stack)
-from dl_model_tracking.local_stack import LocalStack, free_port
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.local_stack import LocalStack, free_port
+from mlflow_stack.settings import REPO_ROOT
 from starting import start_or_fail
 from test_sharing import call, mlflow_users, new_user
 from test_upgrade import (OLD_SERVERS, fresh_store, old_server_argv, records, schema_revision, server,
@@ -309,7 +309,7 @@ def older_archive(source, tmp_path_factory):
 
 
 def cli(twin: LocalStack, *args: str) -> subprocess.CompletedProcess:
-    """python -m dl_model_tracking.backup on a twin, with its addresses and keys as a user passes them."""
+    """python -m mlflow_stack.backup on a twin, with its addresses and keys as a user passes them."""
     c = twin.config
     stack = ["--mysql-host", f"127.0.0.1:{twin.mysql_port}", "--mysql-user", c["MYSQL_USER"],
              "--database", c["MYSQL_DATABASE"], "--auth-database", c["MLFLOW_AUTH_DATABASE"],
@@ -318,7 +318,7 @@ def cli(twin: LocalStack, *args: str) -> subprocess.CompletedProcess:
            "AWS_ACCESS_KEY_ID": twin.s3_credentials["aws_access_key_id"],
            "AWS_SECRET_ACCESS_KEY": twin.s3_credentials["aws_secret_access_key"]}
     command, *rest = args
-    return subprocess.run([sys.executable, "-m", "dl_model_tracking.backup", command, *stack, *rest],
+    return subprocess.run([sys.executable, "-m", "mlflow_stack.backup", command, *stack, *rest],
                           env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -436,7 +436,7 @@ def test_verify_checks_an_archive_without_writing_anything(archive, tmp_path):
     assert {copy for copy, _ in copies.values()} <= before.keys() - empty.keys()
 
     def verify(archive_path: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "dl_model_tracking.backup", "verify", str(archive_path)],
+        return subprocess.run([sys.executable, "-m", "mlflow_stack.backup", "verify", str(archive_path)],
                               cwd=workdir, env={**os.environ, "TMPDIR": str(workdir)},
                               capture_output=True, text=True, timeout=600)
 

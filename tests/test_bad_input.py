@@ -21,9 +21,9 @@ import requests
 from dotenv import dotenv_values
 from mlflow import MlflowClient
 
-from dl_model_tracking.local_stack import NGINX_PROXY_CONFIG, port_open
-from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS, TrackingServerUnavailable, check_server, check_tracking_server
-from dl_model_tracking.settings import SettingsFileError
+from mlflow_stack.local_stack import NGINX_PROXY_CONFIG, port_open
+from mlflow_stack.connection import CLIENT_RETRY_DEFAULTS, TrackingServerUnavailable, check_server, check_tracking_server
+from mlflow_stack.settings import SettingsFileError
 from test_start_stop import copy_of_scripts, local_env, run  # noqa: F401 (local_env is a fixture)
 
 SMALL_DISK_MB = 32
@@ -199,7 +199,7 @@ def test_a_project_env_that_is_not_utf8_is_named_with_the_fix(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("command", [["dl_model_tracking.provenance", "nlp_dl_model", "--version", "1"],
-                                     ["dl_model_tracking.users", "admin", "alice"]])
+                                     ["mlflow_stack.users", "admin", "alice"]])
 def test_the_commands_name_a_broken_project_env_line_and_exit_2(tmp_path, command):
     (tmp_path / ".env").write_text("MLFLOW_TRACKING_USERNAME=alice\nMLFLOW_TRACKING_PASSWORD hunter2\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}

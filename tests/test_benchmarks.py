@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.benchmarks, pytest.mark.stack]  # its quick mode starts a twin and a local server
 

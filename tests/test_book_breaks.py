@@ -35,9 +35,9 @@ from pytorch_lightning.utilities.model_summary import ModelSummary
 from pytorch_lightning.utilities.rank_zero import LightningDeprecationWarning
 
 from dl_model_tracking.data import load_imdb, write_sample_dataset
-from dl_model_tracking.local_stack import free_port
+from mlflow_stack.local_stack import free_port
 from dl_model_tracking.model import build_classifier, predict_labels
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.settings import REPO_ROOT
 from dl_model_tracking.tracking import model_pip_requirements
 
 MODEL_ARTIFACT_PATH = "dl_model"  # the book's name for the model it logs by hand

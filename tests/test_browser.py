@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
@@ -85,7 +85,7 @@ def test_a_shared_stack_asks_the_browser_to_sign_in_and_shows_a_users_run(shared
         experiment_id = client.create_experiment(f"shared-ui-{uuid.uuid4().hex[:6]}")
         run = client.create_run(experiment_id, run_name="seen-in-the-browser")
         client.log_metric(run.info.run_id, "val_accuracy", 0.9)
-        from dl_model_tracking.users import auth_client
+        from mlflow_stack.users import auth_client
 
         auth_client(shared_twin.tracking_uri).create_user(user, password)
         auth_client(shared_twin.tracking_uri).grant_user_permission(user, "experiment", experiment_id, "READ")

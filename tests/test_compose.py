@@ -12,7 +12,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from dl_model_tracking.local_stack import (
+from mlflow_stack.local_stack import (
     MYSQL_CONFIG,
     NGINX_PROXY_CONFIG,
     NGINX_SHARED_TEMPLATE,
@@ -20,8 +20,8 @@ from dl_model_tracking.local_stack import (
     SERVE_SCRIPT,
     render_nginx_template,
 )
-from dl_model_tracking.settings import REPO_ROOT, STACK_DIR, STACK_ENV_FILE, stack_env
-from dl_model_tracking.stack_secrets import SECRET_NAMES, ensure_tls
+from mlflow_stack.settings import REPO_ROOT, STACK_DIR, STACK_ENV_FILE, stack_env
+from mlflow_stack.stack_secrets import SECRET_NAMES, ensure_tls
 
 SHARE_OVERLAY = STACK_DIR / "docker-compose.share.yml"
 

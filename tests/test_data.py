@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from dl_model_tracking.data import ensure_imdb, imdb_files, load_imdb, read_split, write_sample_dataset
-from dl_model_tracking.local_stack import free_port
+from mlflow_stack.local_stack import free_port
 
 
 @pytest.fixture

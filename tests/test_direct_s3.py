@@ -21,8 +21,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.s3_artifact_repo import _cached_get_s3_client
 
-from dl_model_tracking.local_stack import s3_client
-from dl_model_tracking.settings import REPO_ROOT, stack_env
+from mlflow_stack.local_stack import s3_client
+from mlflow_stack.settings import REPO_ROOT, stack_env
 from test_stack import get
 
 pytestmark = pytest.mark.stack
@@ -136,7 +136,7 @@ def printed_exports(text: str) -> dict[str, str]:
 
 def test_the_twin_prints_the_exports_of_the_books_way(tmp_path):
     log = open(tmp_path / "twin.err", "w")
-    twin = subprocess.Popen([sys.executable, "-m", "dl_model_tracking.local_stack", str(tmp_path / "twin")],
+    twin = subprocess.Popen([sys.executable, "-m", "mlflow_stack.local_stack", str(tmp_path / "twin")],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         output = []

@@ -17,8 +17,8 @@ import uuid
 import pytest
 from mlflow import MlflowClient
 
-from dl_model_tracking.compose_stack import docker
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.compose_stack import docker
+from mlflow_stack.settings import REPO_ROOT
 
 # Every test twice: on the MariaDB stand-in and on genuine MySQL (Oracle's server, as the
 # compose file's mysql image is), one stack at a time.
@@ -155,7 +155,7 @@ def test_an_image_no_registry_serves_is_one_line_with_the_fix(new_checkout):
 
 
 def test_forced_local_mode_does_not_claim_there_is_no_engine(new_checkout, tmp_path):
-    from dl_model_tracking.local_stack import free_port
+    from mlflow_stack.local_stack import free_port
 
     local = new_checkout("checkout-local", MLFLOW_STACK_MODE="local",
                          MLFLOW_LOCAL_DIR=str(tmp_path / "local"), MLFLOW_LOCAL_PORT=str(free_port()))

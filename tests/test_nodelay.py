@@ -11,7 +11,7 @@ import socket
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from dl_model_tracking.local_stack import SERVE_SCRIPT
+from mlflow_stack.local_stack import SERVE_SCRIPT
 from mlflow_stack_server.nodelay import NoDelayHTTPProtocol
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.settings import REPO_ROOT
 
 # The calls chapter 3 teaches, in its order, per notebook.
 CHAPTER_CALLS = {

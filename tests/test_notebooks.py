@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from dl_model_tracking.model import predict_labels
-from dl_model_tracking.settings import DEFAULT_REGISTERED_MODEL_NAME
+from mlflow_stack.settings import DEFAULT_REGISTERED_MODEL_NAME
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.stack]
 

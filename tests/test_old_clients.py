@@ -23,7 +23,7 @@ import pytest
 from mlflow import MlflowClient
 
 from client_venvs import CACHE, NEEDS_PKG_RESOURCES, OLD_PROTOBUF, venv_python
-from dl_model_tracking.local_stack import LocalStack
+from mlflow_stack.local_stack import LocalStack
 
 pytestmark = pytest.mark.stack
 

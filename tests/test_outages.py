@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.outage_harness import autolog_arguments, run_through_outage
-from dl_model_tracking.local_stack import LocalStack
-from dl_model_tracking.server import missing_service
+from mlflow_stack.local_stack import LocalStack
+from mlflow_stack.connection import missing_service
 from starting import start_or_fail
 
 pytestmark = pytest.mark.stack

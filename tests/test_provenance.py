@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from dl_model_tracking.data import read_split
-from dl_model_tracking.local_stack import free_port
+from mlflow_stack.local_stack import free_port
 from dl_model_tracking.provenance import (
     ProvenanceError,
     archive,
@@ -34,7 +34,7 @@ from dl_model_tracking.provenance import (
     render_text,
     transition_stage,
 )
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.settings import REPO_ROOT
 
 pytestmark = pytest.mark.stack
 
@@ -191,7 +191,7 @@ def test_unknown_model_version_or_alias_lists_what_exists(promoted, stack, args,
 
 
 def test_a_server_that_is_down_fails_fast():
-    """Fast because the server check (one try, tests/test_server.py) answers before any MLflow
+    """Fast because the server check (one try, tests/test_connection.py) answers before any MLflow
     call, whose client would retry for minutes: its message, and no retry warning, show that."""
     result = provenance_cli("nlp_dl_model", "--version", "1", uri=f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "No MLflow tracking server" in result.stderr

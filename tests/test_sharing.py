@@ -24,9 +24,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from dl_model_tracking.local_stack import LocalStack
-from dl_model_tracking.server import SignInRefused, TrackingServerUnavailable, check_server
-from dl_model_tracking.stack_secrets import SecretsError
+from mlflow_stack.local_stack import LocalStack
+from mlflow_stack.connection import SignInRefused, TrackingServerUnavailable, check_server
+from mlflow_stack.stack_secrets import SecretsError
 
 pytestmark = pytest.mark.stack
 
@@ -67,7 +67,7 @@ def mlflow_users(stack, *args: str) -> subprocess.CompletedProcess:
     user, password = stack.admin_credentials
     env = {**os.environ, "MLFLOW_TRACKING_URI": stack.tracking_uri, "MLFLOW_TRACKING_USERNAME": user,
            "MLFLOW_TRACKING_PASSWORD": password, "MLFLOW_TRACKING_SERVER_CERT_PATH": str(stack.ca_file)}
-    return subprocess.run([sys.executable, "-m", "dl_model_tracking.users", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "mlflow_stack.users", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 

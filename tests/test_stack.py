@@ -18,7 +18,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from dl_model_tracking.local_stack import RunningStack
+from mlflow_stack.local_stack import RunningStack
 from listening import listening_addresses
 
 pytestmark = pytest.mark.stack
@@ -181,7 +181,7 @@ def test_anonymous_access_to_the_bucket_is_refused(experiment_id, s3, stack, tmp
 def test_a_wrong_secret_is_refused_by_the_artifact_store(experiment_id, stack):
     from botocore.exceptions import ClientError
 
-    from dl_model_tracking.local_stack import s3_client
+    from mlflow_stack.local_stack import s3_client
 
     wrong = {**stack.s3_credentials, "aws_secret_access_key": "not-the-secret"}
     with pytest.raises(ClientError) as refused:

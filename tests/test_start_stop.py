@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dl_model_tracking.local_stack import free_port, port_open
-from dl_model_tracking.settings import REPO_ROOT
+from mlflow_stack.local_stack import free_port, port_open
+from mlflow_stack.settings import REPO_ROOT
 from listening import listening_addresses
 
 

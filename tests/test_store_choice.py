@@ -9,7 +9,7 @@ import requests
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from dl_model_tracking.compose_stack import ComposeStack
+from mlflow_stack.compose_stack import ComposeStack
 from mlflow_stack_server.fast_sql_store import FastSqlAlchemyStore
 from mlflow_stack_server.tracking_store import STORE_SWITCH, build_tracking_store
 
@@ -73,7 +73,7 @@ def test_a_wrong_switch_stops_the_server_start_in_one_line(tmp_path):
     import subprocess
     import sys
 
-    from dl_model_tracking.local_stack import SERVE_SCRIPT
+    from mlflow_stack.local_stack import SERVE_SCRIPT
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            STORE_SWITCH: "fastest", "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
@@ -87,7 +87,7 @@ def test_a_wrong_switch_stops_the_server_start_in_one_line(tmp_path):
 def test_the_store_is_proven_with_the_pinned_mlflow_and_any_other_gets_mlflows_own(tmp_path, monkeypatch, caplog):
     import mlflow
 
-    from dl_model_tracking.local_stack import STACK_DIR
+    from mlflow_stack.local_stack import STACK_DIR
     from mlflow_stack_server.tracking_store import PROVEN_WITH_MLFLOW
 
     pins = (STACK_DIR / "mlflow" / "requirements.txt").read_text().splitlines()

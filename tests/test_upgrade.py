@@ -28,7 +28,7 @@ import pytest
 from mlflow.store.db.utils import _get_latest_schema_revision
 
 from client_venvs import CACHE, NEEDS_PKG_RESOURCES, venv_python
-from dl_model_tracking.local_stack import (SERVE_SCRIPT, STACK_DIR, LocalStack, Service, StackStartError,
+from mlflow_stack.local_stack import (SERVE_SCRIPT, STACK_DIR, LocalStack, Service, StackStartError,
                                            ensure_private_bucket, free_port, serve_script_service)
 from test_start_stop import local_env, run  # noqa: F401 (local_env is a fixture)
 

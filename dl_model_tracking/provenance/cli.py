@@ -8,8 +8,8 @@ import sys
 
 from mlflow.exceptions import MlflowException
 
-from ..server import TrackingServerUnavailable
-from ..settings import SettingsFileError
+from mlflow_stack.connection import TrackingServerUnavailable
+from mlflow_stack.settings import SettingsFileError
 from .graph import opm_graph, render_graph_png
 from .lookups import ProvenanceError
 from .report import model_provenance, render_text

@@ -19,7 +19,7 @@ from pathlib import Path
 import mlflow
 
 from ..data import TARGET_FIELD
-from ..settings import REPO_ROOT
+from mlflow_stack.settings import REPO_ROOT
 from ..tracking import pinned_model_requirements
 from .tags import REQUIREMENTS_ARTIFACT, TAG, current_user
 

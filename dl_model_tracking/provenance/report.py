@@ -12,8 +12,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ..server import check_server
-from ..settings import load_settings, stack_env
+from mlflow_stack.connection import check_server
+from mlflow_stack.settings import load_settings, stack_env
 from .lifecycle import version_events
 from .lookups import lookup_alias, lookup_version
 from .tags import REQUIREMENTS_ARTIFACT, TAG

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The one definition of how the tracking server runs. The compose service and the
-# process-based twin (dl_model_tracking.local_stack) both exec this script, so the
+# process-based twin (mlflow_stack.local_stack) both exec this script, so the
 # flags below are the same everywhere; only the environment differs.
 set -eu
 

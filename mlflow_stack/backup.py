@@ -1,8 +1,8 @@
 """Back up a tracking stack into one archive, and restore it into a fresh stack.
 
-    python -m dl_model_tracking.backup create --output DIR STACK-OPTIONS
-    python -m dl_model_tracking.backup restore ARCHIVE [--overwrite] STACK-OPTIONS
-    python -m dl_model_tracking.backup verify ARCHIVE
+    python -m mlflow_stack.backup create --output DIR STACK-OPTIONS
+    python -m mlflow_stack.backup restore ARCHIVE [--overwrite] STACK-OPTIONS
+    python -m mlflow_stack.backup verify ARCHIVE
 
 ``backup_mlflow.sh`` and ``restore_mlflow.sh`` pass the STACK-OPTIONS of the checkout's
 own stack (compose or local mode); the tests pass the twin's addresses.
@@ -585,7 +585,7 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--bucket", default="mlflow")
     group.add_argument("--artifacts-dir", type=Path, help="local mode: the artifact folder")
     group.add_argument("--mlflow-container", help="compose: the MLflow container (else this Python's MLflow)")
-    main = argparse.ArgumentParser(prog="python -m dl_model_tracking.backup", description=__doc__,
+    main = argparse.ArgumentParser(prog="python -m mlflow_stack.backup", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = main.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", parents=[stack], help="write a dated archive of the stack")

@@ -8,8 +8,8 @@ the user gives their own certificate.
 
 start_mlflow.sh runs this module as a command; the twin calls the functions:
 
-    python -m dl_model_tracking.stack_secrets ensure DIR
-    python -m dl_model_tracking.stack_secrets share DIR   # checks; prints cert, key, CA, a line each
+    python -m mlflow_stack.stack_secrets ensure DIR
+    python -m mlflow_stack.stack_secrets share DIR   # checks; prints cert, key, CA, a line each
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def _generate(tls: Path, names: list[str], common_name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dl_model_tracking.stack_secrets", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mlflow_stack.stack_secrets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["ensure", "share"])
     parser.add_argument("directory", type=Path)

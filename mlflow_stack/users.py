@@ -21,7 +21,7 @@ import secrets
 import sys
 import warnings
 
-from .server import TrackingServerUnavailable, check_server
+from .connection import TrackingServerUnavailable, check_server
 from .settings import SettingsFileError, load_settings
 
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")

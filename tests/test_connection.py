@@ -10,15 +10,15 @@ from unittest import mock
 import pytest
 
 from dl_model_tracking import server
-from dl_model_tracking.local_stack import free_port
-from dl_model_tracking.server import TrackingServerUnavailable, check_server
+from mlflow_stack.local_stack import free_port
+from mlflow_stack.connection import TrackingServerUnavailable, check_server
 
 
 def test_a_stack_that_is_down_fails_at_its_first_try_naming_the_fix():
     """Fast by design, not by a stopwatch: one request with a timeout of seconds, no retries
     (MLflow's own client retries for minutes)."""
     uri = f"http://127.0.0.1:{free_port()}"
-    with mock.patch("dl_model_tracking.server._open", wraps=server._open) as opened:
+    with mock.patch("mlflow_stack.connection._open", wraps=server._open) as opened:
         with pytest.raises(TrackingServerUnavailable, match="No MLflow tracking server at .*start_mlflow.sh"):
             check_server(uri)
     assert opened.call_count == 1
@@ -65,7 +65,7 @@ def test_a_port_taken_between_choosing_and_binding_stops_the_start_naming_the_se
     """The twin chooses free ports, then its services bind them: a program that takes one in
     between is not mistaken for the service (readiness speaks MLflow's protocol), and the
     start stops everything, naming the service and the busy address."""
-    from dl_model_tracking.local_stack import LocalStack, StackStartError, port_open
+    from mlflow_stack.local_stack import LocalStack, StackStartError, port_open
 
     twin = LocalStack(tmp_path / "work", secrets_dir=tmp_path / "secrets", startup_timeout=60)
     with socket.socket() as squatter:
@@ -78,7 +78,7 @@ def test_a_port_taken_between_choosing_and_binding_stops_the_start_naming_the_se
 
 
 def test_check_sets_retries_for_outages_unless_the_user_chose(stack, monkeypatch):
-    from dl_model_tracking.server import CLIENT_RETRY_DEFAULTS, check_tracking_server
+    from mlflow_stack.connection import CLIENT_RETRY_DEFAULTS, check_tracking_server
 
     for name in CLIENT_RETRY_DEFAULTS:
         monkeypatch.delenv(name, raising=False)
