@@ -3,7 +3,7 @@
     python -m benchmarks.backup_restore [--runs 10000] [--artifacts 50] [--json results.json]
 
 starts a twin, seeds it with the search benchmark's runs (10 params, 10 metrics each,
-``benchmarks.run.seed_runs``) and ``--artifacts`` 1 MB artifact objects, backs it up
+``benchmarks.seeding.seed_runs``) and ``--artifacts`` 1 MB artifact objects, backs it up
 while it runs, checks the archive, and restores it into a second, fresh twin.
 """
 
@@ -15,7 +15,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from benchmarks.run import machine, publish, seed_runs, timed
+from benchmarks.measuring import timed
+from benchmarks.report import machine, publish
+from benchmarks.seeding import seed_runs
 from mlflow_stack.backup import create_backup, open_verified, restore_backup, twin_stack
 from mlflow_stack.local_stack import LocalStack
 

@@ -10,7 +10,9 @@ import time
 
 from mlflow_stack.local_stack import Service, free_port, serve_script_service
 
-from benchmarks.run import Config, Row, interleaved, spread, timed
+from benchmarks.config import Config
+from benchmarks.measuring import interleaved, spread, timed
+from benchmarks.report import Row
 
 GOAL_RATIO = 1.3  # local mode may cost at most this much more than the twin
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import os
-import platform
 import statistics
 import subprocess
 import tempfile
@@ -25,9 +23,14 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 from unittest import mock
 
+from benchmarks.config import Config
+from benchmarks.local_mode import bench_local_mode
+from benchmarks.measuring import interleaved, percentile, spread, timed
+from benchmarks.report import Row, machine, markdown, publish
+from benchmarks.seeding import seed_runs
+from benchmarks.store_ab import bench_store
 from mlflow_stack.local_stack import S3Access
 
 MB = 1024 * 1024
@@ -40,86 +43,6 @@ LOG_BATCH_GOAL_PER_S = 20_000
 
 def artifact_ratio_goal(size_mb: int) -> float:
     return 0.8 if size_mb >= 100 else 0.5
-
-
-@dataclass
-class Row:
-    group: str
-    measure: str
-    value: float
-    unit: str
-    spread: str = ""
-    goal: str = ""
-    met: bool | None = None
-    samples: list[float] = field(default_factory=list)
-    # A difference of two timings taken in pairs: noise when its paired samples fall on
-    # both sides of zero, so neither its size nor its sign means anything.
-    difference: bool = False
-    noise: bool = False
-
-
-@dataclass
-class Config:
-    quick: bool
-    repeats: int
-    metric_calls: int
-    artifact_sizes_mb: list[int]
-    search_runs: list[int]  # one experiment per size: the cost curve
-    search_queries: int
-    memory_load_repeats: int
-    cold_starts: int
-    fixed_epochs: int
-    fixed_sizes: dict
-    marginal_epochs: int
-    marginal_sizes: dict
-    writer_counts: list[int]
-    writer_seconds: float
-    tracked_modes: tuple[str, ...]  # how the short fine-tune is tracked, beside untracked
-
-    @classmethod
-    def for_mode(cls, quick: bool) -> "Config":
-        if quick:
-            # Sizes for CI: every row of the full run, in about three minutes on 2 cores.
-            return cls(quick=True, repeats=2, metric_calls=50, artifact_sizes_mb=[10], search_runs=[1000],
-                       search_queries=5, memory_load_repeats=1, cold_starts=1, fixed_epochs=1,
-                       fixed_sizes={"train": 64, "val": 32, "test": 32}, marginal_epochs=2,
-                       marginal_sizes={"train": 200, "val": 64, "test": 64}, writer_counts=[1, 4], writer_seconds=5,
-                       # Stock autolog costs about 15 s a run here (inferring pip requirements):
-                       # the full run shows it; CI's short run keeps to the project's way.
-                       tracked_modes=("project helpers",))
-        return cls(quick=False, repeats=5, metric_calls=500, artifact_sizes_mb=[10, 200],
-                   search_runs=[1000, 10_000, 100_000], search_queries=50, memory_load_repeats=3, cold_starts=3,
-                   fixed_epochs=1,
-                   fixed_sizes={"train": 64, "val": 32, "test": 32}, marginal_epochs=10,
-                   marginal_sizes={"train": 2400, "val": 300, "test": 300}, writer_counts=[1, 4, 8, 16],
-                   writer_seconds=30, tracked_modes=("stock autolog", "project helpers"))
-
-
-# -- measuring --------------------------------------------------------------------------------
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
-def interleaved(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Run each side once per round, alternating which goes first, and collect its figures."""
-    results: dict[str, list[float]] = {name: [] for name in sides}
-    names = list(sides)
-    for round_number in range(repeats):
-        for name in (names if round_number % 2 == 0 else list(reversed(names))):
-            results[name].append(sides[name]())
-    return results
-
-
-def spread(values: list[float], fmt: str = "{:.3g}") -> str:
-    return f"{fmt.format(min(values))} to {fmt.format(max(values))}" if len(values) > 1 else ""
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # -- the stack under test -----------------------------------------------------------------------
@@ -405,52 +328,6 @@ def bench_sharing(config: Config, workdir: Path) -> list[Row]:
 
 
 # -- 3. search at scale ------------------------------------------------------------------------------
-def seed_runs(backend_store_uri: str, experiment_id: str, count: int) -> float:
-    """Write ``count`` finished runs with 10 params, 10 metrics and 5 tags each straight into the
-    backend database, through MLflow's own table definitions (the REST API would take
-    minutes for 10,000 runs, and that is not what is measured here)."""
-    import random
-
-    import sqlalchemy
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
-
-    engine = sqlalchemy.create_engine(backend_store_uri)
-    rng = random.Random(1)
-    now = int(time.time() * 1000)
-    started = time.perf_counter()
-    with sqlalchemy.orm.Session(engine) as session:
-        for first in range(0, count, 1000):
-            runs, params, metrics, latest, tags = [], [], [], [], []
-            for index in range(first, min(count, first + 1000)):
-                run_id = uuid.uuid4().hex
-                runs.append(dict(run_uuid=run_id, name=f"bench-run-{index:05d}", source_type="LOCAL",
-                                 source_name="benchmarks", entry_point_name="", user_id="bench",
-                                 status="FINISHED", start_time=now - index, end_time=now - index + 10,
-                                 source_version="", lifecycle_stage="active",
-                                 artifact_uri=f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts",
-                                 experiment_id=int(experiment_id)))
-                # The tags MLflow's own create_run writes (the UI expects them), and three of a team's own.
-                tags += [dict(key="mlflow.runName", value=f"bench-run-{index:05d}", run_uuid=run_id),
-                         dict(key="mlflow.user", value="bench", run_uuid=run_id),
-                         dict(key="team", value=f"team-{index % 4}", run_uuid=run_id),
-                         dict(key="dataset", value=f"imdb-v{index % 3}", run_uuid=run_id),
-                         dict(key="stage", value="candidate" if index % 10 else "baseline", run_uuid=run_id)]
-                params += [dict(key=f"p{k}", value=str(rng.randint(0, 100)), run_uuid=run_id) for k in range(10)]
-                for k in range(10):
-                    value = dict(key=f"m{k}", value=rng.random(), timestamp=now, step=0, is_nan=False,
-                                 run_uuid=run_id)
-                    metrics.append(value)
-                    latest.append(dict(value))
-            session.bulk_insert_mappings(SqlRun, runs)
-            session.bulk_insert_mappings(SqlParam, params)
-            session.bulk_insert_mappings(SqlMetric, metrics)
-            session.bulk_insert_mappings(SqlLatestMetric, latest)
-            session.bulk_insert_mappings(SqlTag, tags)
-            session.commit()
-    engine.dispose()
-    return time.perf_counter() - started
-
-
 def bench_search(target: Target, config: Config) -> list[Row]:
     """search_runs over experiments of each size, the UI's runs page of the largest up to
     10,000 runs, and the server's memory at rest and across repeats of a search load."""
@@ -689,20 +566,16 @@ def _training_rows(config, workdir, upload_mb_per_s, backbone, fine_tune) -> lis
 
 
 def writers_rows(target: Target, config: Config) -> list[Row]:
-    from benchmarks.writers import bench_writers  # it imports this module's Row
+    from benchmarks.writers import bench_writers  # imports MLflow: not before main() turned its telemetry off
 
     return bench_writers(target.tracking_uri, config.writer_counts, config.writer_seconds)
 
 
 def store_rows(target: Target, config: Config) -> list[Row]:
-    from benchmarks.store_ab import bench_store  # it imports this module's Row
-
     return bench_store(target.backend_store_uri, config, target.seeded)
 
 
 def local_rows(target: Target, config: Config, workdir: Path) -> list[Row]:
-    from benchmarks.local_mode import bench_local_mode  # it imports this module's Row
-
     return bench_local_mode(target.tracking_uri, config, workdir)
 
 
@@ -712,31 +585,6 @@ def _in_run(open_run, body) -> None:
 
 
 GROUPS = ["metrics", "artifacts", "sharing", "search", "store", "local", "writers", "training", "cold"]  # in the order they run
-
-
-def publish(report: dict, table: str, what: str, json_path: Path | None) -> None:
-    """Print a benchmark's table and what ran where; also write the report as JSON if asked."""
-    print(table)
-    print(f"\n{what}, on {report['machine']}")
-    if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
-
-
-# -- report ---------------------------------------------------------------------------------------------
-def machine() -> dict:
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
-
-
-def markdown(rows: list[Row]) -> str:
-    lines = ["| group | measure | median | spread | goal | met |", "|---|---|---|---|---|---|"]
-    for row in rows:
-        value = "n/a" if row.value != row.value else f"{row.value:.3g} {row.unit}"
-        if row.noise:
-            value += " (noise: its paired samples straddle 0)"
-        met = "" if row.met is None else ("yes" if row.met else "**no**")
-        lines.append(f"| {row.group} | {row.measure} | {value} | {row.spread} | {row.goal} | {met} |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,10 @@ import uuid
 
 from sqlalchemy import event
 
-from benchmarks.run import Config, Row, interleaved, percentile, seed_runs, spread, timed
+from benchmarks.config import Config
+from benchmarks.measuring import interleaved, percentile, spread, timed
+from benchmarks.report import Row
+from benchmarks.seeding import seed_runs
 
 SIDES = ("stock", "fast")
 SEARCH = {"filter_string": "metrics.m0 > 0.5 and params.p1 != '7'", "order_by": ["metrics.m1 DESC"],

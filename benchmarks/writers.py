@@ -33,7 +33,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from benchmarks.run import Row, markdown, percentile
+from benchmarks.measuring import percentile
+from benchmarks.report import Row, markdown
 
 PARAMS_PER_RUN = 5
 STEPS_PER_RUN = 20
