@@ -55,6 +55,27 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(marker)
 
 
+# Time per marker, printed after every run (docs/tests.md's table comes from it): setup, call
+# and teardown of each test, so a session fixture's start-up counts for the first test using it.
+# A test with several markers counts under each; "none" is the rest.
+_MARKER_TIME: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report):
+    markers = [name for name in FIXTURE_MARKERS if name in report.keywords] or ["none"]
+    for name in dict.fromkeys(markers):
+        tally = _MARKER_TIME.setdefault(name, [0, 0.0])
+        tally[0] += report.when == "call"
+        tally[1] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MARKER_TIME:
+        terminalreporter.write_sep("-", "time per marker (a test with several markers counts under each)")
+        for name, (tests, seconds) in sorted(_MARKER_TIME.items(), key=lambda entry: -entry[1][1]):
+            terminalreporter.write_line(f"{name:>10}: {tests:4d} tests, {seconds / 60:6.1f} min")
+
+
 def pytest_configure(config):
     if IN_CI and os.environ.get("MLFLOW_TRACKING_URI"):
         raise pytest.UsageError(

@@ -36,5 +36,6 @@ trap stop_started_dockerd EXIT
 prepare_docker_engine
 
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+# The slowest tests of every run, to spot start-ups paid more than once (docs/tests.md).
+.venv/bin/python -m pytest --durations=15 "$@" || status=$?
 exit "$status"

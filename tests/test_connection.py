@@ -9,7 +9,7 @@ from unittest import mock
 
 import pytest
 
-from dl_model_tracking import server
+from mlflow_stack import connection
 from mlflow_stack.local_stack import free_port
 from mlflow_stack.connection import TrackingServerUnavailable, check_server
 
@@ -18,7 +18,7 @@ def test_a_stack_that_is_down_fails_at_its_first_try_naming_the_fix():
     """Fast by design, not by a stopwatch: one request with a timeout of seconds, no retries
     (MLflow's own client retries for minutes)."""
     uri = f"http://127.0.0.1:{free_port()}"
-    with mock.patch("mlflow_stack.connection._open", wraps=server._open) as opened:
+    with mock.patch("mlflow_stack.connection._open", wraps=connection._open) as opened:
         with pytest.raises(TrackingServerUnavailable, match="No MLflow tracking server at .*start_mlflow.sh"):
             check_server(uri)
     assert opened.call_count == 1
