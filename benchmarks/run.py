@@ -34,7 +34,7 @@ from benchmarks.store_ab import bench_store
 from mlflow_stack.local_stack import S3Access
 
 MB = 1024 * 1024
-# Goals (README, "Performance"): search p95 per experiment size; proxied artifacts against
+# Goals (docs/performance.md): search p95 per experiment size; proxied artifacts against
 # direct S3, by size.
 SEARCH_P95_GOAL_MS = {10_000: 250, 100_000: 400}
 CALLER_COST_GOAL_MS = 10

@@ -505,7 +505,7 @@ def restore_backup(path: Path, stack: Stack, overwrite: bool = False) -> dict:
         archived, running = Version(manifest["mlflow_version"]), Version(stack.server.version())
         if archived > running:
             raise BackupError(f"{path} was made by MLflow {archived}, newer than this stack's {running}: "
-                              "upgrade the stack first (README, \"Upgrading\"), then restore")
+                              "upgrade the stack first (docs/operations.md, \"Upgrading\"), then restore")
         if not overwrite and stack.records():
             raise BackupError("this stack already holds experiments, runs, models or artifacts: restore into a "
                               "fresh stack, or pass --overwrite to replace its records")

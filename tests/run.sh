@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command (README, CI): installs what the tests need on a Debian machine,
+# The one test command (README, docs/tests.md, CI): installs what the tests need on a Debian machine,
 # builds the pinned Python environment in .venv, prepares a Docker engine for the docker
 # tests (see tests/docker_engine.sh), then runs pytest with any arguments given,
 # e.g. `bash tests/run.sh -m "not notebooks"`.

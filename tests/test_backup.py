@@ -42,7 +42,7 @@ from mlflow_stack.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, D
 from mlflow_stack.local_stack import LocalStack, free_port
 from mlflow_stack.settings import REPO_ROOT
 from starting import start_or_fail
-from test_sharing import call, mlflow_users, new_user
+from shared_access import mlflow_users, new_user, request
 from test_upgrade import (OLD_SERVERS, fresh_store, old_server_argv, records, schema_revision, server,
                           server_requirements)
 
@@ -423,7 +423,7 @@ def test_damaged_archives_are_refused_before_anything_is_written(archive, target
 
 
 def test_verify_checks_an_archive_without_writing_anything(archive, tmp_path):
-    """`verify ARCHIVE` (README: "checks an archive without restoring it") says an intact
+    """`verify ARCHIVE` (docs/operations.md: "checks an archive without restoring it") says an intact
     archive is intact (exit 0) and names each damage in one line (exit 1); it takes no
     stack, and leaves every file where it looked and where it ran as it was."""
     path, _ = archive
@@ -485,7 +485,7 @@ def test_overwrite_replaces_the_records_a_stack_held(source, archive, holding_it
     assert allowed.returncode == 0, allowed.stderr
     assert held(overwritten.tracking_uri, own) == {"experiments": [], "runs": [], "registered_models": []}
     assert_restored(twin.tracking_uri, overwritten.tracking_uri, seeded)
-    # README: "artifact objects of other keys stay"; the archive's are all there too.
+    # docs/operations.md: "artifact objects of other keys stay"; the archive's are all there too.
     objects = dict(twin_stack(overwritten).artifacts.objects())
     assert {key: objects.get(key) for key in others} == others
     assert {key: objects.get(key) for key in archived} == archived
@@ -514,7 +514,7 @@ def test_an_older_mlflows_archive_replaces_a_stacks_records_and_is_upgraded(olde
 
 
 def test_a_shared_stacks_users_and_permissions_are_backed_up_and_restored(tmp_path):
-    """README: a shared stack's archive holds database/mlflow_auth.sql.gz, its users and
+    """docs/operations.md: a shared stack's archive holds database/mlflow_auth.sql.gz, its users and
     permissions. Restored into a fresh shared twin (secrets of its own), a user signs in
     with the password the source gave it and keeps its permission; a user without one is
     still refused, so the permissions came over, not only the users."""
@@ -522,14 +522,14 @@ def test_a_shared_stacks_users_and_permissions_are_backed_up_and_restored(tmp_pa
     target = None
     try:
         experiment = f"shared-backup-{uuid.uuid4().hex[:8]}"
-        created = call(source, "/api/2.0/mlflow/experiments/create", source.admin_credentials, "POST",
+        created = request(source, "/api/2.0/mlflow/experiments/create", source.admin_credentials, "POST",
                        {"name": experiment})
         assert created[0] == 200
         reader, stranger = new_user(source), new_user(source)
         granted = mlflow_users(source, "grant", reader[0], "--experiment", experiment, "--permission", "READ")
         assert granted.returncode == 0, granted.stderr
         get = f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}"
-        assert (call(source, get, reader)[0], call(source, get, stranger)[0]) == (200, 403)
+        assert (request(source, get, reader)[0], request(source, get, stranger)[0]) == (200, 403)
 
         backup = cli(source, "create", "--output", str(tmp_path / "backups"))
         assert backup.returncode == 0, backup.stderr
@@ -540,13 +540,13 @@ def test_a_shared_stacks_users_and_permissions_are_backed_up_and_restored(tmp_pa
 
         target = start_twin(tmp_path / "target", share=True, secrets_dir=tmp_path / "target-secrets")
         assert target.config["MLFLOW_ADMIN_PASSWORD"] != source.config["MLFLOW_ADMIN_PASSWORD"]
-        assert call(target, get, reader)[0] == 401  # the control: a fresh stack does not know the user
+        assert request(target, get, reader)[0] == 401  # the control: a fresh stack does not know the user
         restored = cli(target, "restore", str(path))
         assert restored.returncode == 0, restored.stderr
         assert "was not restored" not in restored.stderr
-        assert call(target, get, reader)[0] == 200
-        assert call(target, get, stranger)[0] == 403
-        assert call(target, get, (reader[0], reader[1] + "x"))[0] == 401  # that password, no other
+        assert request(target, get, reader)[0] == 200
+        assert request(target, get, stranger)[0] == 403
+        assert request(target, get, (reader[0], reader[1] + "x"))[0] == 401  # that password, no other
     finally:
         for twin in (source, target):
             if twin is not None:
@@ -554,7 +554,7 @@ def test_a_shared_stacks_users_and_permissions_are_backed_up_and_restored(tmp_pa
 
 
 def test_an_archive_restores_only_into_a_stack_of_its_kind(archive, local_stacks, tmp_path):
-    """README: "A compose archive restores into a compose stack, a local-mode one into local
+    """docs/operations.md: "A compose archive restores into a compose stack, a local-mode one into local
     mode". A local-mode (SQLite) archive offered to a MySQL stack, and a MySQL stack's
     archive offered to a local-mode stack, are refused in one line naming both kinds, even
     with --overwrite, and neither stack changes; the control: each stack does change when

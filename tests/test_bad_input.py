@@ -1,6 +1,6 @@
 """Bad input and broken surroundings: each is one clear line, at once, and loses nothing.
 
-The README's "When something goes wrong" table lists every case with the test that checks
+docs/troubleshooting.md's "When something goes wrong" table lists every case with the test that checks
 it; the cases other test files already cover are named there, the rest are here.
 """
 

@@ -1,4 +1,4 @@
-"""README's "From the book to today": each place where the book's chapter-3 code breaks on
+"""docs/book-to-today.md: each place where the book's chapter-3 code breaks on
 the pinned packages, shown failing in the book's form and working in the notebooks' form,
 so that the list goes stale loudly when a package changes.
 

@@ -1,4 +1,4 @@
-"""Older MLflow clients against the stack: what README's "Supported clients" table claims.
+"""Older MLflow clients against the stack: what docs/clients.md claims.
 
 Each old client gets a venv of its own with mlflow-skinny (the client alone), built from
 PyPI once and kept under .cache/old-clients/ (git-ignored; tests/client_venvs.py);

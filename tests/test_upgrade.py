@@ -5,7 +5,7 @@ An older MLflow server (its full package in a venv of its own, built once and ke
 twin's MariaDB and a fresh bucket of its S3 store; the old client logs one of each record
 (tests/upgrade_records.py) and reads everything back. Then the old server stops and this
 checkout's serve.sh starts the pinned server on the same database and bucket, migrating
-the schema first as MLFLOW_DB_UPGRADE=1 asks (README, "Upgrading"); the pinned client
+the schema first as MLFLOW_DB_UPGRADE=1 asks (docs/operations.md, "Upgrading"); the pinned client
 reads everything again, and it must all be there, unchanged, artifacts byte for byte,
 and the logged model must load and predict.
 """
@@ -50,7 +50,7 @@ OLD_SERVERS = ("3.16.1", "2.22.5")
 # while its requirement leaves SQLAlchemy below 3.
 OLD_SQLALCHEMY = "sqlalchemy<2.1"
 
-# What the pinned server says when it will not run on an older schema (README,
+# What the pinned server says when it will not run on an older schema (docs/operations.md,
 # "Upgrading"), and what MLflow's `mlflow db upgrade` logs whenever it runs, even with
 # no migration to apply (a server that starts on an existing database never logs it).
 OUT_OF_DATE = "Detected out-of-date database schema"
@@ -241,7 +241,7 @@ def refused_start(python: Path, store: dict[str, str], port: int, log: Path, arg
 
 @pytest.mark.parametrize("old", OLD_SERVERS)
 def test_a_plain_start_refuses_an_old_database_and_leaves_its_schema(old, twin, tmp_path):
-    """README, "Upgrading": the pinned server refuses a database an older MLflow wrote, and
+    """docs/operations.md, "Upgrading": the pinned server refuses a database an older MLflow wrote, and
     serve.sh without MLFLOW_DB_UPGRADE=1 never migrates it. Control: the same database then
     migrates when asked, so the refusal was its schema's and left it upgradable."""
     python = venv_python(CACHE / "old-servers" / f"mlflow-{old}", server_requirements(old))
@@ -263,7 +263,7 @@ def test_a_plain_start_refuses_an_old_database_and_leaves_its_schema(old, twin, 
 
 
 def test_the_upgrade_leaves_a_current_database_as_it_is(twin, tmp_path):
-    """README, "Upgrading": MLFLOW_DB_UPGRADE=1 does nothing on a current database. One of
+    """docs/operations.md, "Upgrading": MLFLOW_DB_UPGRADE=1 does nothing on a current database. One of
     each record, written by the pinned server; a start with the upgrade asked for runs it
     (control: its log says so) and leaves the schema, every table's rows and every record
     as they were."""
@@ -307,7 +307,7 @@ def sqlite_revision(path: Path) -> str:
 
 
 def test_local_mode_migrates_an_old_sqlite_file_only_when_asked(local_env, tmp_path):
-    """README, "Upgrading": the local server (no Docker) migrates its SQLite file the same
+    """docs/operations.md, "Upgrading": the local server (no Docker) migrates its SQLite file the same
     way. The previous release's server writes one of each record into the file and artifact
     folder start_mlflow.sh's local mode uses; a plain local start is refused and leaves the
     file; MLFLOW_DB_UPGRADE=1 migrates it, and every record reads back as before."""

@@ -63,7 +63,7 @@ fi
 
 # Upgrading MLflow: MLFLOW_DB_UPGRADE=1 migrates a database written by an older MLflow to
 # this one's schema before the server starts. Migrations cannot be undone, so they are
-# asked for, after a backup (README, "Upgrading"). It is `mlflow db upgrade URI` in that
+# asked for, after a backup (docs/operations.md, "Upgrading"). It is `mlflow db upgrade URI` in that
 # mlflow's Python, so the password never shows in `ps`.
 #
 # Without it, an older schema is refused here, in one line. MLflow's server does not
@@ -86,7 +86,7 @@ except sqlalchemy.exc.OperationalError:
     pass
 except MlflowException as error:
     sys.exit("serve.sh: " + error.message.split(". Take a backup")[0] + ": back the database up, "
-             "then start with MLFLOW_DB_UPGRADE=1 (README, Upgrading)")
+             "then start with MLFLOW_DB_UPGRADE=1 (docs/operations.md, Upgrading)")
 finally:
     engine.dispose()'
 fi

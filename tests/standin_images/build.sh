@@ -90,7 +90,7 @@ build_genuine_mysql() {
 
 build_base
 fetch_rclone
-# Names and tags: what each stands in for is in standins.env and the README.
+# Names and tags: what each stands in for is in standins.env and docs/tests.md.
 set -a
 # shellcheck source=tests/standin_images/standins.env
 source "$HERE/standins.env"
