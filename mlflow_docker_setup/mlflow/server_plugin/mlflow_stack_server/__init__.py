@@ -10,6 +10,7 @@ points (pyproject.toml), one module per role:
 - ``app``: the server app (``--app-name stack`` / ``stack-shared``) and its request checks;
 - ``error_answers``: what a failed request tells its client (the details go to the log);
 - ``content_policy``: the Content-Security-Policy the UI runs under;
+- ``ui_defaults``: the UI's defaults for a browser that has not chosen (model-training view);
 - ``signin``: the brake on password guessing (the basic-auth app's authorization function);
 - ``passwords``: which passwords users may choose;
 - ``bootstrap``: the auth database, made once before a shared server's workers start.

@@ -13,6 +13,8 @@ middleware to the ASGI app uvicorn serves; nothing of MLflow's is edited.
 - **Stores opened at start**: a database outage is answered 503 by every worker at once;
   the log names the tracking store that serves (tracking_store.py).
 - **A Content-Security-Policy on every answer** (content_policy.py).
+- **The UI's defaults for a new browser** (ui_defaults.py): the model-training view, no
+  assistant panel opening by itself, and UI telemetry off when the server's is.
 - **Error details stay in the server's log** (error_answers.py): a server error's body, or a
   database error's text in any JSON answer (GraphQL's too), is replaced by one line with a
   reference that finds the details in the log.
@@ -31,6 +33,7 @@ from flask import Flask, Response, request
 from .artifact_locations import experiment_location_refusal, server_store
 from .content_policy import ContentSecurityPolicy
 from .error_answers import ErrorDetailsToLog
+from .ui_defaults import UiDefaults
 
 MAX_JOINED_CLAUSES = 50
 UNLOCK_ROUTE = "/api/2.0/stack/signin/unlock"
@@ -80,6 +83,7 @@ def _with_stack_middleware(served):
     """The ASGI app `mlflow server` runs (uvicorn, MLflow's default) with the stack's
     middleware around it; the Flask app of gunicorn or waitress as it is."""
     if not isinstance(served, Flask):
+        served.add_middleware(UiDefaults)  # outside the sign-in: its page holds nothing private
         served.add_middleware(ErrorDetailsToLog)
         served.add_middleware(ContentSecurityPolicy)  # outermost: on the generic answers too
     return served
