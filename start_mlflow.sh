@@ -122,7 +122,8 @@ start_docker() {
     fi
     cat <<EOF
 Tracking stack is up (compose project $COMPOSE_PROJECT_NAME).
-  MLflow UI and API : $url/   (clients: mlflow.set_tracking_uri("$url"))
+  MLflow UI         : $(ui_link "$url")
+  MLflow API        : $url   (clients: mlflow.set_tracking_uri("$url"))
   MinIO console     : http://localhost:${MINIO_CONSOLE_PORT}/   (login ${MINIO_ROOT_USER} / MINIO_ROOT_PASSWORD in mlflow_docker_setup/secrets/stack.env)
   MinIO S3 API      : http://localhost:${MINIO_API_PORT}   (this machine only)
 EOF
@@ -173,6 +174,12 @@ EOF
 EOF
         touch "$shown"
     fi
+}
+
+# The UI's link in its model-training view, built where the notebooks' links are
+# (dl_model_tracking/ui_links.py; docs/mlflow-ui.md).
+ui_link() {
+    "$VENV/bin/python" -m dl_model_tracking.ui_links "$1"
 }
 
 http_ok() {
@@ -226,7 +233,8 @@ start_local() {
     done
     cat <<EOF
 Local MLflow server is up (pid $(cat "$PID_FILE")).
-  MLflow UI and API : http://localhost:${LOCAL_PORT}/
+  MLflow UI         : $(ui_link "http://localhost:${LOCAL_PORT}")
+  MLflow API        : http://localhost:${LOCAL_PORT}
   Point clients at it: export MLFLOW_TRACKING_URI=http://localhost:${LOCAL_PORT}
   Data              : $LOCAL_DIR (kept by stop_mlflow.sh)
 Stop it with: bash stop_mlflow.sh
