@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_stack.local_stack import LocalStack
 from mlflow_stack.stack_secrets import SECRET_NAMES
-from test_sharing import mlflow_users, new_user
+from shared_access import mlflow_users, new_user, request
 
 pytestmark = pytest.mark.stack
 
@@ -36,27 +36,6 @@ HOSTILE_LOCATIONS = ["file:///etc", "/etc", "file:///proc/self", "file:///tmp/..
                      "mlflow-artifacts:/0", "http://127.0.0.1:9/x", "ftp://127.0.0.1/x"]
 
 
-def request(stack, path: str, credentials: tuple[str, str] | None = None, method: str = "GET",
-            body: dict | bytes | None = None, source: str | None = None,
-            content_type: str = "application/json") -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One request through the stack's nginx; ``source`` binds the client to another loopback address."""
-    scheme, rest = stack.tracking_uri.split("://", 1)
-    host, port = rest.rsplit(":", 1)
-    kwargs = {"timeout": 30, "source_address": (source, 0) if source else None}
-    if scheme == "https":
-        connection = http.client.HTTPSConnection(host, int(port), context=stack.ssl_context(), **kwargs)
-    else:
-        connection = http.client.HTTPConnection(host, int(port), **kwargs)
-    headers = {"Content-Type": content_type}
-    if credentials:
-        headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
-    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    try:
-        connection.request(method, path, body=data, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        connection.close()
 
 
 def message(body: bytes) -> str:

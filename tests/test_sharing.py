@@ -7,17 +7,13 @@ The brake on guessing and the other attacks are tested in test_attacks.py.
 
 from __future__ import annotations
 
-import base64
 import http.client
-import json
 import os
 import socket
 import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
@@ -27,24 +23,11 @@ from mlflow.exceptions import MlflowException
 from mlflow_stack.local_stack import LocalStack
 from mlflow_stack.connection import SignInRefused, TrackingServerUnavailable, check_server
 from mlflow_stack.stack_secrets import SecretsError
+from shared_access import mlflow_users, new_user, request
 
 pytestmark = pytest.mark.stack
 
 
-def call(stack, path: str, credentials: tuple[str, str] | None = None, method: str = "GET",
-         body: dict | None = None, context: ssl.SSLContext | None = None):
-    """(status, headers) of one request through the stack's nginx over HTTPS."""
-    request = urllib.request.Request(stack.tracking_uri + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    if credentials:
-        token = base64.b64encode(":".join(credentials).encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30, context=context or stack.ssl_context()) as response:
-            return response.status, response.headers
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers
 
 
 @pytest.fixture
@@ -62,30 +45,15 @@ def signed_in(shared_stack, monkeypatch):
     return sign_in
 
 
-def mlflow_users(stack, *args: str) -> subprocess.CompletedProcess:
-    """The users command, signed in as the first admin."""
-    user, password = stack.admin_credentials
-    env = {**os.environ, "MLFLOW_TRACKING_URI": stack.tracking_uri, "MLFLOW_TRACKING_USERNAME": user,
-           "MLFLOW_TRACKING_PASSWORD": password, "MLFLOW_TRACKING_SERVER_CERT_PATH": str(stack.ca_file)}
-    return subprocess.run([sys.executable, "-m", "mlflow_stack.users", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-def new_user(stack) -> tuple[str, str]:
-    name = f"user-{uuid.uuid4().hex[:8]}"
-    result = mlflow_users(stack, "create", name)
-    assert result.returncode == 0, result.stderr
-    password = result.stdout.split("password ", 1)[1].split()[0]
-    return name, password
 
 
 def test_anonymous_and_wrong_password_get_401_with_the_sign_in_prompt(shared_stack):
     path = "/api/2.0/mlflow/experiments/search?max_results=1"
     for credentials in (None, ("admin", "not-the-password")):
-        status, headers = call(shared_stack, path, credentials)
+        status, headers, _ = request(shared_stack, path, credentials)
         assert status == 401, credentials
         assert headers["WWW-Authenticate"] == 'Basic realm="mlflow"'
-    status, headers = call(shared_stack, path, shared_stack.admin_credentials)
+    status, headers, _ = request(shared_stack, path, shared_stack.admin_credentials)
     assert status == 200
     assert headers["Strict-Transport-Security"].startswith("max-age=")
 
@@ -115,11 +83,11 @@ def test_admin_creates_a_user_and_grants_read_with_the_users_command(shared_stac
     experiment_id = admin.create_experiment(experiment)
     reader, password = new_user(shared_stack)
     path = f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}"
-    assert call(shared_stack, path, (reader, password))[0] == 403
+    assert request(shared_stack, path, (reader, password))[0] == 403
 
     granted = mlflow_users(shared_stack, "grant", reader, "--experiment", experiment, "--permission", "READ")
     assert granted.returncode == 0, granted.stderr
-    assert call(shared_stack, path, (reader, password))[0] == 200
+    assert request(shared_stack, path, (reader, password))[0] == 200
     # READ is not EDIT: the reader cannot log into the experiment.
     as_reader = signed_in((reader, password))
     with pytest.raises(MlflowException, match="PERMISSION_DENIED|403"):
@@ -131,12 +99,12 @@ def test_a_user_without_permission_gets_403_on_another_users_experiment(shared_s
     stranger, stranger_password = new_user(shared_stack)
     experiment_id = signed_in((owner, owner_password)).create_experiment(f"owned-{uuid.uuid4().hex[:8]}")
     path = f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}"
-    assert call(shared_stack, path, (owner, owner_password))[0] == 200
-    assert call(shared_stack, path, (stranger, stranger_password))[0] == 403
+    assert request(shared_stack, path, (owner, owner_password))[0] == 200
+    assert request(shared_stack, path, (stranger, stranger_password))[0] == 403
 
 
 def test_every_users_command_changes_what_a_user_may_do_within_the_sign_in_cache_time(tmp_path):
-    """The README's `mlflow-users` commands, each seen from the user's side; a changed
+    """docs/sharing.md's `mlflow-users` commands, each seen from the user's side; a changed
     password or a deleted user stops working once the workers' sign-in cache
     (MLFLOW_AUTH_CACHE_SECONDS, 2 s on this twin) has let go of it."""
     cache_seconds = 2
@@ -154,36 +122,36 @@ def test_every_users_command_changes_what_a_user_may_do_within_the_sign_in_cache
     with twin.start():
         admin = twin.admin_credentials
         experiment = f"users-{uuid.uuid4().hex[:8]}"
-        assert call(twin, "/api/2.0/mlflow/experiments/create", admin, "POST", {"name": experiment})[0] == 200
+        assert request(twin, "/api/2.0/mlflow/experiments/create", admin, "POST", {"name": experiment})[0] == 200
         model = f"users-model-{uuid.uuid4().hex[:8]}"
-        assert call(twin, "/api/2.0/mlflow/registered-models/create", admin, "POST", {"name": model})[0] == 200
+        assert request(twin, "/api/2.0/mlflow/registered-models/create", admin, "POST", {"name": model})[0] == 200
         alice, first = new_user(twin)
         get_model = f"/api/2.0/mlflow/registered-models/get?name={model}"
         get_experiment = f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}"
 
-        assert call(twin, get_model, (alice, first))[0] == 403
+        assert request(twin, get_model, (alice, first))[0] == 403
         users("grant", alice, "--model", model, "--permission", "READ")
-        assert call(twin, get_model, (alice, first))[0] == 200
+        assert request(twin, get_model, (alice, first))[0] == 200
         users("grant", alice, "--experiment", experiment, "--permission", "READ")
-        assert call(twin, get_experiment, (alice, first))[0] == 200
+        assert request(twin, get_experiment, (alice, first))[0] == 200
         users("revoke", alice, "--experiment", experiment)
-        assert call(twin, get_experiment, (alice, first))[0] == 403
+        assert request(twin, get_experiment, (alice, first))[0] == 403
 
-        assert call(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 403
+        assert request(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 403
         users("admin", alice)
-        assert call(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 200
+        assert request(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 200
         users("admin", alice, "--revoke")
-        assert call(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 403
+        assert request(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 403
 
         second = users("set-password", alice).split("password ", 1)[1].split()[0]
         assert second != first
         let_the_cache_go()
-        assert call(twin, get_model, (alice, first))[0] == 401
-        assert call(twin, get_model, (alice, second))[0] == 200
+        assert request(twin, get_model, (alice, first))[0] == 401
+        assert request(twin, get_model, (alice, second))[0] == 200
 
         users("delete", alice)
         let_the_cache_go()
-        assert call(twin, get_model, (alice, second))[0] == 401
+        assert request(twin, get_model, (alice, second))[0] == 401
 
 
 def test_users_command_says_what_is_wrong_in_one_line(shared_stack):
