@@ -43,3 +43,12 @@ def test_the_chapters_calls_are_in_cells_in_its_order_each_explained_before(name
         first = next(i for i, c in enumerate(notebook) if c["type"] == "code" and call in c["source"])
         explained = any(f"`{call}" in c["source"] for c in notebook[:first] if c["type"] == "markdown")
         assert explained, f"{name}: no text before the cell that calls {call} says what it does"
+
+
+@pytest.mark.parametrize("name", sorted(CHAPTER_CALLS))
+def test_the_experiment_is_marked_as_model_training_and_its_links_open_that_view(name):
+    code = "\n".join(c["source"] for c in cells(name) if c["type"] == "code")
+    assert 'mlflow.set_experiment_tag("mlflow.experimentKind", "custom_model_development")' in code
+    # Links from dl_model_tracking.ui_links carry the view; a hand-written "#/..." would not.
+    assert "#/" not in code
+    assert all(f"{helper}(" in code for helper in ("experiment_url", "run_url", "model_version_url"))
