@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_stack.connection import check_server
 from mlflow_stack.settings import load_settings, stack_env
+from ..ui_links import model_version_url, run_url
 from .lifecycle import version_events
 from .lookups import lookup_alias, lookup_version
 from .tags import REQUIREMENTS_ARTIFACT, TAG
@@ -118,6 +119,8 @@ def model_provenance(name: str, version: str | int | None = None, alias: str | N
         },
         "where": {
             "tracking_server": tracking_uri,
+            "version_page": model_version_url(tracking_uri, name, model_version.version),
+            "run_page": run_url(tracking_uri, run.info.experiment_id, run.info.run_id) if run else None,
             "code_commit": tags.get(TAG + "git.commit") or tags.get("mlflow.source.git.commit"),
             "code_dirty": tags.get(TAG + "git.dirty"),
             "code_source": tags.get(TAG + "source") or tags.get("mlflow.source.name"),
@@ -194,7 +197,8 @@ def render_text(report: dict) -> str:
             + data_rows
             + [("backbone", where["backbone"]), ("backbone sha256", where["backbone_sha256"]),
                ("artifacts", where["artifact_uri"]), ("bucket", where["artifact_store"]),
-               ("tracking server", where["tracking_server"])])
+               ("tracking server", where["tracking_server"]),
+               ("version page", where["version_page"]), ("run page", where["run_page"])])
     section("WHY", [("model", why["model_description"]), ("version", why["version_description"])]
             + [(f"{r['action']}", f"{r['reason']} ({r['by']}, {r['at']}"
                 + (f", replaced version {r['previous_holder']}" if r.get("previous_holder") else "") + ")")
