@@ -70,6 +70,7 @@ def ensure_imdb(data_dir: str | Path, url: str = IMDB_URL) -> ImdbFiles:
 
 def load_imdb(data_dir: str | Path, batch_size: int = 32, url: str = IMDB_URL):
     """The chapter's datamodule: ``TextClassificationData.from_csv("review", "sentiment", ...)``."""
+    from flash.core.data.io.input_transform import InputTransform
     from flash.text import TextClassificationData
 
     files = ensure_imdb(data_dir, url)
@@ -79,6 +80,8 @@ def load_imdb(data_dir: str | Path, batch_size: int = 32, url: str = IMDB_URL):
         train_file=str(files.train),
         val_file=str(files.val),
         test_file=str(files.test),
+        # An instance: flash 0.8 deprecates passing the class, its default.
+        transform=InputTransform(),
         batch_size=batch_size,
     )
     # Remembered for provenance: which files this datamodule was built from.

@@ -41,13 +41,16 @@ def build_classifier(datamodule, backbone: str = DEFAULT_BACKBONE, metrics=None,
     """
     from flash.text import TextClassifier
 
+    from .quiet import expected_new_head
+
     kwargs = {"backbone": str(backbone), "num_classes": datamodule.num_classes,
               "labels": datamodule.labels}
     if metrics is not None:
         kwargs["metrics"] = metrics
     if learning_rate is not None:
         kwargs["learning_rate"] = learning_rate
-    return TextClassifier(**kwargs)
+    with expected_new_head():
+        return TextClassifier(**kwargs)
 
 
 def predict_labels(model, texts: list[str], batch_size: int = 32) -> list[str]:
@@ -57,13 +60,16 @@ def predict_labels(model, texts: list[str], batch_size: int = 32) -> list[str]:
     ``flash.Trainer`` and a datamodule built from the strings.
     """
     import flash
+    from flash.core.data.io.input_transform import InputTransform
     from flash.text import TextClassificationData
 
     if isinstance(texts, str):
         texts = [texts]
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError("predict_labels needs a non-empty list of strings")
-    datamodule = TextClassificationData.from_lists(predict_data=list(texts), batch_size=batch_size)
+    # An InputTransform instance: flash 0.8 deprecates passing its class (the default).
+    datamodule = TextClassificationData.from_lists(predict_data=list(texts), transform=InputTransform(),
+                                                   batch_size=batch_size)
     trainer = flash.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     # Predicting attaches this short-lived trainer to the model; a dead reference to it
     # left behind would make pickling the model (mlflow.pytorch.log_model) fail later.
