@@ -70,7 +70,6 @@ def ensure_imdb(data_dir: str | Path, url: str = IMDB_URL) -> ImdbFiles:
 
 def load_imdb(data_dir: str | Path, batch_size: int = 32, url: str = IMDB_URL):
     """The chapter's datamodule: ``TextClassificationData.from_csv("review", "sentiment", ...)``."""
-    from flash.core.data.io.input_transform import InputTransform
     from flash.text import TextClassificationData
 
     files = ensure_imdb(data_dir, url)
@@ -80,13 +79,24 @@ def load_imdb(data_dir: str | Path, batch_size: int = 32, url: str = IMDB_URL):
         train_file=str(files.train),
         val_file=str(files.val),
         test_file=str(files.test),
-        # An instance: flash 0.8 deprecates passing the class, its default.
-        transform=InputTransform(),
-        batch_size=batch_size,
+        **datamodule_options(batch_size),
     )
     # Remembered for provenance: which files this datamodule was built from.
     datamodule.imdb_files = files
     return datamodule
+
+
+def datamodule_options(batch_size: int) -> dict:
+    """What every flash datamodule here is built with, besides its data.
+
+    An ``InputTransform`` instance, as flash 0.8 wants (passing the class, its default,
+    is deprecated), and pinned memory only where there is an accelerator to copy to
+    (flash pins by default, and torch warns about it on a CPU-only machine).
+    """
+    import torch
+    from flash.core.data.io.input_transform import InputTransform
+
+    return {"transform": InputTransform(), "pin_memory": torch.accelerator.is_available(), "batch_size": batch_size}
 
 
 def read_split(path: str | Path) -> tuple[list[str], list[str]]:

@@ -60,16 +60,15 @@ def predict_labels(model, texts: list[str], batch_size: int = 32) -> list[str]:
     ``flash.Trainer`` and a datamodule built from the strings.
     """
     import flash
-    from flash.core.data.io.input_transform import InputTransform
     from flash.text import TextClassificationData
+
+    from .data import datamodule_options
 
     if isinstance(texts, str):
         texts = [texts]
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError("predict_labels needs a non-empty list of strings")
-    # An InputTransform instance: flash 0.8 deprecates passing its class (the default).
-    datamodule = TextClassificationData.from_lists(predict_data=list(texts), transform=InputTransform(),
-                                                   batch_size=batch_size)
+    datamodule = TextClassificationData.from_lists(predict_data=list(texts), **datamodule_options(batch_size))
     trainer = flash.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     # Predicting attaches this short-lived trainer to the model; a dead reference to it
     # left behind would make pickling the model (mlflow.pytorch.log_model) fail later.
