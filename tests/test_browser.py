@@ -1,5 +1,7 @@
 """The MLflow UI in a real browser (Debian's headless Chromium), through nginx, under the
-server's Content-Security-Policy: every page here is checked for violations in the console."""
+server's Content-Security-Policy: every page here is checked for violations in the console.
+The links the project prints open the model-training view, and so does the bare URL, without
+UI telemetry (docs/mlflow-ui.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import uuid
 
 import pytest
 
+from dl_model_tracking.ui_links import experiment_url, run_url
 from mlflow_stack.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
@@ -16,6 +19,11 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
+
+
+def model_registry_link(page):
+    """The sidebar's model registry entry: the UI shows it in its model-training view only."""
+    return page.get_by_role("link", name="Model registry")
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +57,17 @@ def page(browser):
 
 
 def test_registered_model_version_page(page, chapter_notebook, stack):
+    """Opened through the link the provenance report prints."""
     from playwright.sync_api import expect
 
+    from dl_model_tracking.provenance import model_provenance
+
     version = chapter_notebook["version"]  # whichever the notebook registered: other tests register too
-    page.goto(f"{stack.tracking_uri}/#/models/nlp_dl_model/versions/{version}")
+    report = model_provenance(chapter_notebook["model_name"], version=version)
+    page.goto(report["where"]["version_page"])
     expect(page.get_by_text(f"Version {version}").first).to_be_visible()
     expect(page.get_by_text("nlp_dl_model").first).to_be_visible()
+    expect(model_registry_link(page)).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "model-version.png"), full_page=True)
 
 
@@ -64,12 +77,85 @@ def test_chapter03_run_page_shows_its_metrics(page, chapter_notebook, stack):
     import mlflow
 
     run = mlflow.get_run(chapter_notebook["run_id"])
-    page.goto(f"{stack.tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
+    page.goto(run_url(stack.tracking_uri, run.info.experiment_id, run.info.run_id))
     expect(page.get_by_text("chapter03").first).to_be_visible()
     for metric in ("test_accuracy", "val_accuracy", "train_accuracy_epoch"):
         expect(page.get_by_text(metric, exact=True).first).to_be_visible()
+    expect(model_registry_link(page)).to_be_visible()
     page.get_by_text("test_accuracy", exact=True).first.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "chapter03-run.png"), full_page=True)
+
+
+def test_the_chapters_experiment_link_opens_its_runs_table_even_after_genai_was_chosen(
+        browser, chapter_notebook, stack):
+    """The link the notebook prints shows the runs table (model training), not the GenAI
+    overview, in a browser whose user picked GenAI; the bare URL keeps that choice."""
+    from playwright.sync_api import expect
+
+    import mlflow
+
+    experiment_id = chapter_notebook["experiment_id"]
+    assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page, violations = watched_page(context)
+    page.goto(f"{stack.tracking_uri}/")
+    page.get_by_text("GenAI", exact=True).click()  # the sidebar's mode toggle
+    expect(model_registry_link(page)).to_have_count(0)
+
+    page.goto(experiment_url(stack.tracking_uri, experiment_id))
+    expect(page.get_by_role("link", name="chapter03", exact=True)).to_be_visible()  # a row of the runs table
+    expect(model_registry_link(page)).to_be_visible()
+    for genai_only in ("Evaluation runs", "Sessions", "Judges"):
+        expect(page.get_by_text(genai_only, exact=True)).to_have_count(0)
+    page.screenshot(path=str(SCREENSHOTS / "chapter03-runs-table.png"))
+
+    page.goto(f"{stack.tracking_uri}/")
+    expect(page.get_by_text("Welcome to MLflow")).to_be_visible()
+    expect(model_registry_link(page)).to_have_count(0)  # the choice made in the UI stays
+    context.close()
+    assert violations == []
+
+
+def test_the_bare_url_opens_the_model_training_view_without_telemetry(browser, stack):
+    """A new browser typing the stack's address gets the model-training view, no assistant
+    panel and, the server's telemetry being off, no telemetry banner, worker or request."""
+    from playwright.sync_api import expect
+
+    origin = stack.tracking_uri
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))
+    page, violations = watched_page(context)
+    page.goto(f"{origin}/")
+    expect(page.get_by_text("Welcome to MLflow")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    assert page.url == f"{origin}/"
+    expect(model_registry_link(page)).to_be_visible()
+    expect(page.get_by_text("Information about UI telemetry")).to_have_count(0)
+    expect(page.get_by_placeholder("Ask a question...")).to_have_count(0)  # the assistant panel's
+    assert [url for url in requests if "telemetry" in url.lower()] == []
+    assert [url for url in requests if not url.startswith(origin + "/")] == []
+    page.screenshot(path=str(SCREENSHOTS / "ui-home.png"))
+    context.close()
+    assert violations == []
+
+
+def test_entering_from_the_site_itself_shows_what_mlflow_does_by_itself(browser, stack):
+    """The stack's defaults page is skipped for a navigation from the site itself: MLflow's
+    own defaults then show, each one that the test above finds absent."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page, violations = watched_page(context)
+    page.goto(f"{stack.tracking_uri}/health")
+    with context.expect_event("request", lambda request: "telemetry-worker" in request.url):
+        page.evaluate("location.href = '/'")
+    expect(page.get_by_text("Information about UI telemetry")).to_be_visible()
+    expect(page.get_by_placeholder("Ask a question...")).to_be_visible()
+    expect(model_registry_link(page)).to_have_count(0)  # the GenAI view
+    page.screenshot(path=str(SCREENSHOTS / "ui-home-mlflow-own.png"))
+    context.close()
+    assert violations == []
 
 
 def test_a_shared_stack_asks_the_browser_to_sign_in_and_shows_a_users_run(shared_twin, browser):
