@@ -7,6 +7,7 @@ import functools
 import http.server
 import io
 import threading
+import warnings
 import zipfile
 from collections import Counter
 
@@ -101,3 +102,17 @@ def test_load_imdb_builds_the_chapters_datamodule(tmp_path):
     assert datamodule.num_classes == 2
     assert datamodule.labels == ["negative", "positive"]
     assert datamodule.imdb_files.test == tmp_path / "imdb" / "test.csv"
+
+
+def test_datamodule_is_built_as_flash_wants_and_pins_memory_only_for_an_accelerator(tmp_path):
+    import torch
+
+    write_sample_dataset(tmp_path, sizes={"train": 8, "val": 4, "test": 4})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        datamodule = load_imdb(tmp_path, batch_size=4)
+        next(iter(datamodule.train_dataloader()))
+    messages = [str(w.message) for w in caught]
+    # flash's deprecation of an InputTransform class, torch's of pinning without an accelerator.
+    assert not [m for m in messages if "InputTransform" in m or "pin_memory" in m], messages
+    assert datamodule.pin_memory == torch.accelerator.is_available()
