@@ -21,6 +21,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 
 
+def open_ui(page, url: str) -> None:
+    """Go to a UI address and wait for the UI's own page: a browser entering from outside
+    passes through the stack's defaults page first (mlflow_stack_server/ui_defaults.py), and
+    page.goto returns once that one has loaded."""
+    page.goto(url)
+    page.wait_for_url(lambda current: "/stack/ui-defaults" not in current)
+
+
 def model_registry_link(page):
     """The sidebar's model registry entry: the UI shows it in its model-training view only."""
     return page.get_by_role("link", name="Model registry")
@@ -64,7 +72,7 @@ def test_registered_model_version_page(page, chapter_notebook, stack):
 
     version = chapter_notebook["version"]  # whichever the notebook registered: other tests register too
     report = model_provenance(chapter_notebook["model_name"], version=version)
-    page.goto(report["where"]["version_page"])
+    open_ui(page, report["where"]["version_page"])
     expect(page.get_by_text(f"Version {version}").first).to_be_visible()
     expect(page.get_by_text("nlp_dl_model").first).to_be_visible()
     expect(model_registry_link(page)).to_be_visible()
@@ -77,7 +85,7 @@ def test_chapter03_run_page_shows_its_metrics(page, chapter_notebook, stack):
     import mlflow
 
     run = mlflow.get_run(chapter_notebook["run_id"])
-    page.goto(run_url(stack.tracking_uri, run.info.experiment_id, run.info.run_id))
+    open_ui(page, run_url(stack.tracking_uri, run.info.experiment_id, run.info.run_id))
     expect(page.get_by_text("chapter03").first).to_be_visible()
     for metric in ("test_accuracy", "val_accuracy", "train_accuracy_epoch"):
         expect(page.get_by_text(metric, exact=True).first).to_be_visible()
@@ -98,18 +106,18 @@ def test_the_chapters_experiment_link_opens_its_runs_table_even_after_genai_was_
     assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page, violations = watched_page(context)
-    page.goto(f"{stack.tracking_uri}/")
+    open_ui(page, f"{stack.tracking_uri}/")
     page.get_by_text("GenAI", exact=True).click()  # the sidebar's mode toggle
     expect(model_registry_link(page)).to_have_count(0)
 
-    page.goto(experiment_url(stack.tracking_uri, experiment_id))
+    open_ui(page, experiment_url(stack.tracking_uri, experiment_id))
     expect(page.get_by_role("link", name="chapter03", exact=True)).to_be_visible()  # a row of the runs table
     expect(model_registry_link(page)).to_be_visible()
     for genai_only in ("Evaluation runs", "Sessions", "Judges"):
         expect(page.get_by_text(genai_only, exact=True)).to_have_count(0)
     page.screenshot(path=str(SCREENSHOTS / "chapter03-runs-table.png"))
 
-    page.goto(f"{stack.tracking_uri}/")
+    open_ui(page, f"{stack.tracking_uri}/")
     expect(page.get_by_text("Welcome to MLflow")).to_be_visible()
     expect(model_registry_link(page)).to_have_count(0)  # the choice made in the UI stays
     context.close()
@@ -126,7 +134,7 @@ def test_the_bare_url_opens_the_model_training_view_without_telemetry(browser, s
     requests: list[str] = []
     context.on("request", lambda request: requests.append(request.url))
     page, violations = watched_page(context)
-    page.goto(f"{origin}/")
+    open_ui(page, f"{origin}/")
     expect(page.get_by_text("Welcome to MLflow")).to_be_visible()
     page.wait_for_load_state("networkidle")
     assert page.url == f"{origin}/"
@@ -184,14 +192,14 @@ def test_a_shared_stack_asks_the_browser_to_sign_in_and_shows_a_users_run(shared
         answer = anonymous.request.get(f"{shared_twin.tracking_uri}/")
         assert answer.status == 401 and answer.headers["www-authenticate"] == 'Basic realm="mlflow"'
         page, violations = watched_page(member)
-        page.goto(url)
+        open_ui(page, url)
         expect(page.get_by_text("seen-in-the-browser").first).to_be_visible()
         expect(page.get_by_text("val_accuracy", exact=True).first).to_be_visible()
         page.screenshot(path=str(SCREENSHOTS / "shared-run.png"), full_page=True)
         # The user list is for admins (the server's answer); a member's own pages work without it.
-        page.goto(f"{shared_twin.tracking_uri}/#/account")
+        open_ui(page, f"{shared_twin.tracking_uri}/#/account")
         expect(page.get_by_text(f"Logged in as {user}")).to_be_visible()
-        page.goto(f"{shared_twin.tracking_uri}/#/admin")
+        open_ui(page, f"{shared_twin.tracking_uri}/#/admin")
         expect(page.get_by_text("Only admins may list the users")).to_be_visible()
         assert violations == []
     finally:
@@ -212,7 +220,7 @@ def test_an_html_artifact_shows_but_its_script_does_not_run(browser, stack):
         mlflow.log_image(np.full((8, 8, 3), 200, dtype=np.uint8), "sample.png")
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page, refused = watched_page(context)
-    page.goto(f"{stack.tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts")
+    open_ui(page, f"{stack.tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts")
     page.get_by_text("report.html", exact=True).click()
     report = page.frame_locator("iframe[sandbox]")
     expect(report.get_by_text("Confusion matrix")).to_be_visible()
