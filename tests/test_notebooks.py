@@ -2,23 +2,84 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import uuid
 
 import mlflow
+import nbformat
 import pytest
 from mlflow import MlflowClient
 
 from dl_model_tracking.model import predict_labels
-from mlflow_stack.settings import DEFAULT_REGISTERED_MODEL_NAME
+from mlflow_stack.settings import DEFAULT_REGISTERED_MODEL_NAME, REPO_ROOT
 
-pytestmark = [pytest.mark.notebooks, pytest.mark.stack]
+# The notebooks and stack markers come from the fixtures (conftest's FIXTURE_MARKERS), so
+# the counter's own test below runs without a stack.
+
+# A Python warning as the kernel shows it ("path:line: FutureWarning: ..."), or printed.
+PYTHON_WARNING = re.compile(r"\w*Warning: ")
+# What an executed notebook may still say on stderr, all of it meant for the reader:
+# MLflow creating the test's fresh experiment (1), flash naming the backbone's provider for
+# each classifier built (1 in the chapter, 2 by hand), Lightning's model summary, which
+# shows the frozen backbone (11), "`Trainer.fit` stopped" (1), MLflow's warning that
+# pickled models run code when loaded (1, explained in the notebook), and registration
+# (3: registered or new version, waiting, created), in the chapter also the note that
+# runs:/<id>/model resolved to the run's logged model (1, explained there).
+QUIET_BOUNDS = {"dl_model_tracking.ipynb": 19, "dl_model-non-auto-tracking.ipynb": 19}
 
 
 def bucket_keys(stack, prefix: str) -> list[str]:
     s3 = stack.s3_client()
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=prefix)
     return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+def warning_lines(notebook: dict) -> list[str]:
+    """What a reader meets as warnings: every non-blank stderr line, and any other printed
+    line naming a Python warning."""
+    lines = []
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") != "stream":
+                continue
+            text = output["text"] if isinstance(output["text"], str) else "".join(output["text"])
+            lines += [line for line in text.splitlines()
+                      if line.strip() and (output["name"] == "stderr" or PYTHON_WARNING.search(line))]
+    return lines
+
+
+def executed(name: str) -> dict:
+    """The executed copy that run_notebook writes to test-artifacts/."""
+    return json.loads((REPO_ROOT / "test-artifacts" / name).read_text(encoding="utf-8"))
+
+
+def test_the_warning_counter_reports_stderr_and_printed_warnings():
+    stderr = nbformat.v4.new_output("stream", name="stderr", text=(
+        "/x/flash/__init__.py:21: FutureWarning: In the future `np.bool` ...\n"
+        "  if not hasattr(numpy, tp_name):\n\nGPU available: False, used: False\n"))
+    stdout = nbformat.v4.new_output("stream", name="stdout", text="accuracy 0.9\nUserWarning: printed\n")
+    result = nbformat.v4.new_output("execute_result", data={"text/plain": "'FutureWarning: a value'"})
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("A FutureWarning: in prose is not output"),
+        nbformat.v4.new_code_cell("...", outputs=[stderr]),
+        nbformat.v4.new_code_cell("...", outputs=[stdout, result])])
+    assert warning_lines(notebook) == [
+        "/x/flash/__init__.py:21: FutureWarning: In the future `np.bool` ...",
+        "  if not hasattr(numpy, tp_name):", "GPU available: False, used: False", "UserWarning: printed"]
+    assert warning_lines(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("...", outputs=[result])])) == []
+
+
+def assert_quiet(name: str) -> None:
+    lines = warning_lines(executed(name))
+    listing = "\n".join(lines)
+    assert not [line for line in lines if PYTHON_WARNING.search(line)], listing
+    assert len(lines) <= QUIET_BOUNDS[name], listing
+
+
+def test_chapter_notebook_shows_no_python_warnings_and_little_on_stderr(chapter_notebook):
+    assert_quiet("dl_model_tracking.ipynb")
 
 
 def test_autolog_run_is_finished_with_parameters_and_metrics(chapter_notebook):
@@ -66,6 +127,10 @@ def manual_notebook(run_notebook):
     experiment = f"dl_model_chapter03-{uuid.uuid4().hex[:8]}"
     return {**run_notebook("dl_model-non-auto-tracking.ipynb", EXPERIMENT_NAME=experiment),
             "experiment": experiment}
+
+
+def test_manual_notebook_shows_no_python_warnings_and_little_on_stderr(manual_notebook):
+    assert_quiet("dl_model-non-auto-tracking.ipynb")
 
 
 def test_manual_run_has_the_four_test_metrics_and_the_hand_logged_parameters(manual_notebook):
