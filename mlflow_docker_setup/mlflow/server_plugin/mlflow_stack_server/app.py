@@ -147,9 +147,12 @@ def _graphql_search_filters(body: dict) -> list[str]:
     from graphql import GraphQLError, parse, visit
     from graphql.language import FieldNode, ObjectValueNode, StringValueNode, Visitor, VariableNode
 
+    query = str(body.get("query") or "")
+    if "mlflowSearchRuns" not in query:  # a GraphQL name is never escaped: no need to parse
+        return []
     variables = body.get("variables") if isinstance(body.get("variables"), dict) else {}
     try:
-        document = parse(str(body.get("query") or ""))
+        document = parse(query)
     except GraphQLError:
         return []  # MLflow answers a malformed query itself
 
