@@ -46,7 +46,9 @@ def build_classifier(datamodule, backbone: str = DEFAULT_BACKBONE, metrics=None,
     kwargs = {"backbone": str(backbone), "num_classes": datamodule.num_classes,
               "labels": datamodule.labels}
     if metrics is not None:
-        kwargs["metrics"] = metrics
+        # One metric goes in as a list of one, the same to flash: a bare module among the
+        # hyperparameters makes Lightning warn that it would be saved twice.
+        kwargs["metrics"] = metrics if isinstance(metrics, (list, tuple, dict)) else [metrics]
     if learning_rate is not None:
         kwargs["learning_rate"] = learning_rate
     with expected_new_head():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from dl_model_tracking.model import (
     BERT_TINY_DIMENSIONS,
+    build_classifier,
     build_offline_backbone,
     classification_metrics,
     predict_labels,
@@ -68,3 +71,15 @@ def test_macro_averaged_metrics_differ_where_micro_ones_would_not():
 def test_predicting_without_strings_is_refused(texts):
     with pytest.raises(ValueError, match="non-empty list of strings"):
         predict_labels(object(), texts)
+
+
+def test_a_single_metric_is_taken_without_lightnings_hyperparameter_warning(tmp_path):
+    import torchmetrics
+
+    backbone = build_offline_backbone(tmp_path / "bert-tiny", pretrain=False)
+    datamodule = SimpleNamespace(num_classes=2, labels=["negative", "positive"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = build_classifier(datamodule, backbone=backbone, metrics=torchmetrics.F1Score(num_classes=2))
+    assert not [w for w in caught if "is an instance of `nn.Module`" in str(w.message)], caught
+    assert list(model.val_metrics) == ["f1score"]
