@@ -255,7 +255,8 @@ def offline_assets(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_notebook(stack, offline_assets, tmp_path_factory):
-    """Execute a notebook with its parameters cell overridden; return its namespace."""
+    """Execute a notebook with its parameters cell overridden; return its namespace, its
+    working folder and the executed notebook."""
     import json
 
     import nbformat
@@ -293,7 +294,7 @@ def run_notebook(stack, offline_assets, tmp_path_factory):
             out.parent.mkdir(exist_ok=True)
             nbformat.write(notebook, out)  # the executed copy, for reading a failure
         last = notebook.cells[-1].outputs[-1]["text"]
-        return {**json.loads(last.strip().splitlines()[-1]), "workdir": workdir}
+        return {**json.loads(last.strip().splitlines()[-1]), "workdir": workdir, "notebook": notebook}
 
     return run
 

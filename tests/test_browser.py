@@ -66,6 +66,7 @@ def page(browser):
 
 def test_registered_model_version_page(page, chapter_notebook, stack):
     """Opened through the link the provenance report prints."""
+    import mlflow
     from playwright.sync_api import expect
 
     from dl_model_tracking.provenance import model_provenance
@@ -76,6 +77,9 @@ def test_registered_model_version_page(page, chapter_notebook, stack):
     expect(page.get_by_text(f"Version {version}").first).to_be_visible()
     expect(page.get_by_text("nlp_dl_model").first).to_be_visible()
     expect(model_registry_link(page)).to_be_visible()
+    # The source run's link comes with a later request: the screenshot waits for it.
+    run_name = mlflow.get_run(chapter_notebook["run_id"]).info.run_name
+    expect(page.get_by_role("link", name=run_name).first).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "model-version.png"), full_page=True)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import uuid
@@ -13,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from dl_model_tracking.model import predict_labels
-from mlflow_stack.settings import DEFAULT_REGISTERED_MODEL_NAME, REPO_ROOT
+from mlflow_stack.settings import DEFAULT_REGISTERED_MODEL_NAME
 
 # The notebooks and stack markers come from the fixtures (conftest's FIXTURE_MARKERS), so
 # the counter's own test below runs without a stack.
@@ -50,11 +49,6 @@ def warning_lines(notebook: dict) -> list[str]:
     return lines
 
 
-def executed(name: str) -> dict:
-    """The executed copy that run_notebook writes to test-artifacts/."""
-    return json.loads((REPO_ROOT / "test-artifacts" / name).read_text(encoding="utf-8"))
-
-
 def test_the_warning_counter_reports_stderr_and_printed_warnings():
     stderr = nbformat.v4.new_output("stream", name="stderr", text=(
         "/x/flash/__init__.py:21: FutureWarning: In the future `np.bool` ...\n"
@@ -71,15 +65,17 @@ def test_the_warning_counter_reports_stderr_and_printed_warnings():
     assert warning_lines(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("...", outputs=[result])])) == []
 
 
-def assert_quiet(name: str) -> None:
-    lines = warning_lines(executed(name))
+def assert_quiet(name: str, notebook: dict) -> None:
+    """``notebook``: the executed copy run_notebook hands back (test-artifacts/ may hold
+    another run's by now)."""
+    lines = warning_lines(notebook)
     listing = "\n".join(lines)
     assert not [line for line in lines if PYTHON_WARNING.search(line)], listing
     assert len(lines) <= QUIET_BOUNDS[name], listing
 
 
 def test_chapter_notebook_shows_no_python_warnings_and_little_on_stderr(chapter_notebook):
-    assert_quiet("dl_model_tracking.ipynb")
+    assert_quiet("dl_model_tracking.ipynb", chapter_notebook["notebook"])
 
 
 def test_autolog_run_is_finished_with_parameters_and_metrics(chapter_notebook):
@@ -130,7 +126,7 @@ def manual_notebook(run_notebook):
 
 
 def test_manual_notebook_shows_no_python_warnings_and_little_on_stderr(manual_notebook):
-    assert_quiet("dl_model-non-auto-tracking.ipynb")
+    assert_quiet("dl_model-non-auto-tracking.ipynb", manual_notebook["notebook"])
 
 
 def test_manual_run_has_the_four_test_metrics_and_the_hand_logged_parameters(manual_notebook):
