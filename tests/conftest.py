@@ -55,26 +55,32 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(marker)
 
 
-# Time per marker, printed after every run (docs/tests.md's table comes from it): setup, call
-# and teardown of each test, so a session fixture's start-up counts for the first test using it.
-# A test with several markers counts under each; "none" is the rest.
+# Time per marker and per file, printed after every run (docs/tests.md's table comes from it):
+# setup, call and teardown of each test, so a session fixture's start-up counts for the first
+# test using it. A test with several markers counts under each; "none" is the rest.
 _MARKER_TIME: dict[str, list[float]] = {}
+_FILE_TIME: dict[str, list[float]] = {}
 _PROJECT_MARKERS: list[str] = []  # the markers pyproject.toml declares, read at configure time
 
 
 def pytest_runtest_logreport(report):
     markers = [name for name in _PROJECT_MARKERS if name in report.keywords] or ["none"]
-    for name in markers:
-        tally = _MARKER_TIME.setdefault(name, [0, 0.0])
+    tallies = [_MARKER_TIME.setdefault(name, [0, 0.0]) for name in markers]
+    tallies.append(_FILE_TIME.setdefault(report.nodeid.split("::", 1)[0], [0, 0.0]))
+    for tally in tallies:
         tally[0] += report.when == "call"
         tally[1] += report.duration
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _MARKER_TIME:
-        terminalreporter.write_sep("-", "time per marker (a test with several markers counts under each)")
-        for name, (tests, seconds) in sorted(_MARKER_TIME.items(), key=lambda entry: -entry[1][1]):
-            terminalreporter.write_line(f"{name:>10}: {tests:4d} tests, {seconds / 60:6.1f} min")
+    for title, times in (("time per marker (a test with several markers counts under each)", _MARKER_TIME),
+                         ("time per file", _FILE_TIME)):
+        if not times:
+            continue
+        terminalreporter.write_sep("-", title)
+        width = max(map(len, times))
+        for name, (tests, seconds) in sorted(times.items(), key=lambda entry: -entry[1][1]):
+            terminalreporter.write_line(f"{name:>{width}}: {tests:4d} tests, {seconds / 60:6.1f} min")
 
 
 def pytest_configure(config):
