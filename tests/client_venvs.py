@@ -36,7 +36,10 @@ def _with_content_digest(requirement: str) -> str:
         return requirement
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path):
+        # Not what installing it writes into the folder (setuptools' build/ and .egg-info/):
+        # counting those rebuilt the venv on its second use.
+        if path.is_file() and not {"__pycache__", "build"} & set(path.relative_to(folder).parts) \
+                and ".egg-info" not in str(path):
             digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
     return f"{requirement} sha256:{digest.hexdigest()[:16]}"
 
