@@ -22,17 +22,17 @@ import mlflow  # noqa: E402  (after the variable above, which MLflow reads at im
 import pytest
 from dotenv import dotenv_values
 
-from mlflow_stack.compose_stack import ComposeStack, docker_engine_answers
-from mlflow_stack.local_stack import LocalStack, RunningStack, free_ports
+from mlflow_stack.compose_stack import docker_engine_answers
+from mlflow_stack.local_stack import LocalStack, RunningStack
 from mlflow_stack.connection import CLIENT_RETRY_DEFAULTS
 from mlflow_stack.settings import REPO_ROOT
 from genuine_mysql import genuine_mysql  # noqa: F401  (a fixture: Oracle's MySQL on the host)
-from starting import start_or_fail
+from shared_access import SIGN_IN_CACHE_SECONDS
+from starting import IN_CI, checkouts, start_or_fail, started_checkout, started_shared_checkout
 
 STANDIN_IMAGES = REPO_ROOT / "tests" / "standin_images"
 # In CI a run must test what it claims: no docker test skipped for want of an engine, both
 # compose start paths, and the stacks the suite starts itself.
-IN_CI = os.environ.get("CI") == "true"
 
 
 # Markers follow the fixtures a test uses, through their whole closure: `-m "not notebooks"`
@@ -157,7 +157,8 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        for name in ("stack", "docker_stack", "second_checkout", "shared_stack", "genuine_mysql"):
+        for name in ("stack", "docker_stack", "each_database_stack", "second_checkout", "shared_stack",
+                     "each_database_shared_stack", "genuine_mysql"):
             running = getattr(item, "funcargs", {}).get(name)
             if hasattr(running, "logs"):
                 report.sections.append((f"{name} logs", running.logs()))
@@ -177,57 +178,27 @@ def standin_images() -> dict[str, str]:
     return {k: v for k, v in dotenv_values(STANDIN_IMAGES / "standins.env").items() if v is not None}
 
 
-def compose_cli() -> str:
-    """v2 where the plugin is installed (the `up --wait` path), else v1."""
-    v2 = subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
-    if not v2 and IN_CI:
-        pytest.fail("the compose v2 plugin is missing: only the v1 start path would be tested "
-                    "(tests/docker_engine.sh installs it in CI)")
-    return "v2" if v2 else "v1"
-
-
-# The compose stacks' database: the MariaDB stand-in, unless a module parametrizes
-# new_checkout (indirect) with "mysql": genuine MySQL (standins.env's GENUINE_MYSQL_IMAGE).
-DATABASE_IMAGES = {"mariadb": "MYSQL_IMAGE", "mysql": "GENUINE_MYSQL_IMAGE"}
-
-
 @pytest.fixture(scope="session")
-def new_checkout(request, tmp_path_factory, standin_images):
-    """A copy of this checkout's stack files in a folder of its own (as a second clone
-    is), using this checkout's .venv; and the environment that runs it on the stand-ins on
-    free loopback ports. Whatever a test leaves running there is deleted at the end."""
-    made: list[ComposeStack] = []
-    database = getattr(request, "param", "mariadb")
-    images = {**standin_images, "MYSQL_IMAGE": standin_images[DATABASE_IMAGES[database]]}
-
-    def make(name: str, compose: str | None = None, **overrides: str) -> ComposeStack:
-        stack = ComposeStack.fresh_copy(tmp_path_factory.mktemp(name), images,
-                                        **{"MLFLOW_COMPOSE": compose or compose_cli(), **overrides})
-        made.append(stack)
-        return stack
-
-    yield make
-    for stack in made:
-        if any(stack.resources().values()):
-            stack.stop(delete_data=True)
+def new_checkout(tmp_path_factory, standin_images):
+    """A maker of fresh checkouts on the MariaDB stand-in (see checkouts)."""
+    yield from checkouts(tmp_path_factory, standin_images, "mariadb")
 
 
 @pytest.fixture(scope="session")
 def docker_stack(new_checkout):
     """The compose stack of a fresh checkout, started by start_mlflow.sh on a real engine."""
-    running = start_or_fail(new_checkout("checkout-a"), "the compose stack")
-    print(f"\ncompose stack ({running.env['MLFLOW_COMPOSE']}) healthy in {running.startup_seconds:.1f} s "
-          f"at {running.tracking_uri}")
-    yield running
-    running.stop(delete_data=True)
+    yield from started_checkout(new_checkout, "the compose stack")
 
 
 # -- shared stacks: sign-in and TLS ------------------------------------------------------------
 @pytest.fixture(scope="session")
 def shared_twin(tmp_path_factory):
-    """The twin run as a shared stack, with secrets and certificate of its own."""
+    """The twin run as a shared stack, with secrets and certificate of its own. Its workers
+    keep a sign-in for SIGN_IN_CACHE_SECONDS, so that a test sees a changed password or a
+    deleted user stop working within seconds."""
     root = tmp_path_factory.mktemp("shared-twin")
-    running = start_or_fail(LocalStack(root / "work", share=True, secrets_dir=root / "secrets"),
+    running = start_or_fail(LocalStack(root / "work", share=True, secrets_dir=root / "secrets",
+                                       overrides={"MLFLOW_AUTH_CACHE_SECONDS": str(SIGN_IN_CACHE_SECONDS)}),
                             "the shared twin")
     yield running
     running.stop()
@@ -236,10 +207,7 @@ def shared_twin(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shared_docker(new_checkout):
     """A fresh checkout's compose stack started with MLFLOW_SHARE=1 (still reached on loopback)."""
-    running = start_or_fail(new_checkout("checkout-shared", MLFLOW_SHARE="1",
-                                          NGINX_HTTPS_PORT=str(free_ports(1)[0])), "the shared compose stack")
-    yield running
-    running.stop(delete_data=True)
+    yield from started_shared_checkout(new_checkout, "the shared compose stack")
 
 
 @pytest.fixture(scope="module", params=["twin", pytest.param("docker", marks=pytest.mark.docker)])

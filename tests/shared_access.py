@@ -10,6 +10,10 @@ import subprocess
 import sys
 import uuid
 
+# The shared twin's MLFLOW_AUTH_CACHE_SECONDS (the stack's default is 30): a changed password or
+# a deleted user stops working within seconds.
+SIGN_IN_CACHE_SECONDS = 2
+
 
 def request(stack, path: str, credentials: tuple[str, str] | None = None, method: str = "GET",
             body: dict | bytes | None = None, source: str | None = None,

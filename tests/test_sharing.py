@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_stack.local_stack import LocalStack
 from mlflow_stack.connection import SignInRefused, TrackingServerUnavailable, check_server
 from mlflow_stack.stack_secrets import SecretsError
-from shared_access import mlflow_users, new_user, request
+from shared_access import SIGN_IN_CACHE_SECONDS, mlflow_users, new_user, request
 
 pytestmark = pytest.mark.stack
 
@@ -103,13 +103,12 @@ def test_a_user_without_permission_gets_403_on_another_users_experiment(shared_s
     assert request(shared_stack, path, (stranger, stranger_password))[0] == 403
 
 
-def test_every_users_command_changes_what_a_user_may_do_within_the_sign_in_cache_time(tmp_path):
+def test_every_users_command_changes_what_a_user_may_do_within_the_sign_in_cache_time(shared_twin):
     """docs/sharing.md's `mlflow-users` commands, each seen from the user's side; a changed
     password or a deleted user stops working once the workers' sign-in cache
-    (MLFLOW_AUTH_CACHE_SECONDS, 2 s on this twin) has let go of it."""
-    cache_seconds = 2
-    twin = LocalStack(tmp_path / "work", share=True, secrets_dir=tmp_path / "secrets",
-                      overrides={"MLFLOW_AUTH_CACHE_SECONDS": str(cache_seconds)})
+    (MLFLOW_AUTH_CACHE_SECONDS, SIGN_IN_CACHE_SECONDS on the shared twin) has let go of it."""
+    twin = shared_twin
+    assert twin.config["MLFLOW_AUTH_CACHE_SECONDS"] == str(SIGN_IN_CACHE_SECONDS)
 
     def users(*args: str) -> str:
         result = mlflow_users(twin, *args)
@@ -117,41 +116,40 @@ def test_every_users_command_changes_what_a_user_may_do_within_the_sign_in_cache
         return result.stdout
 
     def let_the_cache_go() -> None:
-        time.sleep(cache_seconds + 1)  # the cache's lifetime, not a speed limit
+        time.sleep(SIGN_IN_CACHE_SECONDS + 1)  # the cache's lifetime, not a speed limit
 
-    with twin.start():
-        admin = twin.admin_credentials
-        experiment = f"users-{uuid.uuid4().hex[:8]}"
-        assert request(twin, "/api/2.0/mlflow/experiments/create", admin, "POST", {"name": experiment})[0] == 200
-        model = f"users-model-{uuid.uuid4().hex[:8]}"
-        assert request(twin, "/api/2.0/mlflow/registered-models/create", admin, "POST", {"name": model})[0] == 200
-        alice, first = new_user(twin)
-        get_model = f"/api/2.0/mlflow/registered-models/get?name={model}"
-        get_experiment = f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}"
+    admin = twin.admin_credentials
+    experiment = f"users-{uuid.uuid4().hex[:8]}"
+    assert request(twin, "/api/2.0/mlflow/experiments/create", admin, "POST", {"name": experiment})[0] == 200
+    model = f"users-model-{uuid.uuid4().hex[:8]}"
+    assert request(twin, "/api/2.0/mlflow/registered-models/create", admin, "POST", {"name": model})[0] == 200
+    alice, first = new_user(twin)
+    get_model = f"/api/2.0/mlflow/registered-models/get?name={model}"
+    get_experiment = f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}"
 
-        assert request(twin, get_model, (alice, first))[0] == 403
-        users("grant", alice, "--model", model, "--permission", "READ")
-        assert request(twin, get_model, (alice, first))[0] == 200
-        users("grant", alice, "--experiment", experiment, "--permission", "READ")
-        assert request(twin, get_experiment, (alice, first))[0] == 200
-        users("revoke", alice, "--experiment", experiment)
-        assert request(twin, get_experiment, (alice, first))[0] == 403
+    assert request(twin, get_model, (alice, first))[0] == 403
+    users("grant", alice, "--model", model, "--permission", "READ")
+    assert request(twin, get_model, (alice, first))[0] == 200
+    users("grant", alice, "--experiment", experiment, "--permission", "READ")
+    assert request(twin, get_experiment, (alice, first))[0] == 200
+    users("revoke", alice, "--experiment", experiment)
+    assert request(twin, get_experiment, (alice, first))[0] == 403
 
-        assert request(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 403
-        users("admin", alice)
-        assert request(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 200
-        users("admin", alice, "--revoke")
-        assert request(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 403
+    assert request(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 403
+    users("admin", alice)
+    assert request(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 200
+    users("admin", alice, "--revoke")
+    assert request(twin, "/api/2.0/mlflow/users/list", (alice, first))[0] == 403
 
-        second = users("set-password", alice).split("password ", 1)[1].split()[0]
-        assert second != first
-        let_the_cache_go()
-        assert request(twin, get_model, (alice, first))[0] == 401
-        assert request(twin, get_model, (alice, second))[0] == 200
+    second = users("set-password", alice).split("password ", 1)[1].split()[0]
+    assert second != first
+    let_the_cache_go()
+    assert request(twin, get_model, (alice, first))[0] == 401
+    assert request(twin, get_model, (alice, second))[0] == 200
 
-        users("delete", alice)
-        let_the_cache_go()
-        assert request(twin, get_model, (alice, second))[0] == 401
+    users("delete", alice)
+    let_the_cache_go()
+    assert request(twin, get_model, (alice, second))[0] == 401
 
 
 def test_users_command_says_what_is_wrong_in_one_line(shared_stack):
