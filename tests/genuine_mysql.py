@@ -26,11 +26,11 @@ import pytest
 
 from mlflow_stack.local_stack import free_port
 from mlflow_stack.settings import REPO_ROOT
+from starting import IN_CI
 
 ROOTFS_SCRIPT = REPO_ROOT / "tests" / "standin_images" / "mysql" / "rootfs.sh"
 # The stack's server settings, as compose mounts them into the MySQL container.
 STACK_CONFIG = REPO_ROOT / "mlflow_docker_setup" / "mysql" / "mlflow.cnf"
-IN_CI = os.environ.get("CI") == "true"
 
 
 class GenuineMySQLError(RuntimeError):

@@ -17,13 +17,40 @@ import uuid
 import pytest
 from mlflow import MlflowClient
 
+from starting import checkouts, started_checkout, started_shared_checkout
 from mlflow_stack.compose_stack import docker
 from mlflow_stack.settings import REPO_ROOT
 
-# Every test twice: on the MariaDB stand-in and on genuine MySQL (Oracle's server, as the
-# compose file's mysql image is), one stack at a time.
-pytestmark = [pytest.mark.docker,
-              pytest.mark.parametrize("new_checkout", ["mariadb", "mysql"], indirect=True, scope="session")]
+pytestmark = pytest.mark.docker
+
+
+# The tests where the database makes a difference (start-up, durability, the shared stack's
+# auth database) run on the MariaDB stand-in, as the rest of the suite, and on genuine MySQL
+# (Oracle's server, as the compose file's mysql image is). The MySQL stacks live for this
+# module only.
+@pytest.fixture(scope="module")
+def new_mysql_checkout(tmp_path_factory, standin_images):
+    yield from checkouts(tmp_path_factory, standin_images, "mysql")
+
+
+@pytest.fixture(scope="module")
+def mysql_docker_stack(new_mysql_checkout):
+    yield from started_checkout(new_mysql_checkout, "the compose stack on genuine MySQL")
+
+
+@pytest.fixture(scope="module")
+def shared_mysql_docker(new_mysql_checkout):
+    yield from started_shared_checkout(new_mysql_checkout, "the shared compose stack on genuine MySQL")
+
+
+@pytest.fixture(params=["mariadb", "mysql"])
+def each_database_stack(request):
+    return request.getfixturevalue({"mariadb": "docker_stack", "mysql": "mysql_docker_stack"}[request.param])
+
+
+@pytest.fixture(params=["mariadb", "mysql"])
+def each_database_shared_stack(request):
+    return request.getfixturevalue({"mariadb": "shared_docker", "mysql": "shared_mysql_docker"}[request.param])
 
 
 def healthy(uri: str) -> bool:
@@ -34,12 +61,12 @@ def healthy(uri: str) -> bool:
         return False
 
 
-def test_start_brings_every_service_to_healthy_and_prints_where_it_is(docker_stack):
-    assert docker_stack.health() == {s: "healthy" for s in ("mysql", "minio", "mlflow", "nginx")}
-    output = docker_stack.start_output  # other tests may have run its scripts since
-    assert f"compose project {docker_stack.project}" in output
-    assert f"http://localhost:{docker_stack.config['NGINX_PORT']}/" in output
-    assert healthy(docker_stack.tracking_uri)
+def test_start_brings_every_service_to_healthy_and_prints_where_it_is(each_database_stack):
+    assert each_database_stack.health() == {s: "healthy" for s in ("mysql", "minio", "mlflow", "nginx")}
+    output = each_database_stack.start_output  # other tests may have run its scripts since
+    assert f"compose project {each_database_stack.project}" in output
+    assert f"http://localhost:{each_database_stack.config['NGINX_PORT']}/" in output
+    assert healthy(each_database_stack.tracking_uri)
 
 
 def server_image_mlflow() -> str:
@@ -67,8 +94,8 @@ def test_published_ports_are_on_loopback_only(docker_stack):
     assert docker_stack.published_ports("mlflow") == []
 
 
-def test_runs_metrics_artifacts_and_models_survive_stop_and_start(docker_stack, tmp_path):
-    client = MlflowClient(docker_stack.tracking_uri, registry_uri=docker_stack.tracking_uri)
+def test_runs_metrics_artifacts_and_models_survive_stop_and_start(each_database_stack, tmp_path):
+    client = MlflowClient(each_database_stack.tracking_uri, registry_uri=each_database_stack.tracking_uri)
     experiment = client.create_experiment(f"durable-{uuid.uuid4().hex[:8]}")
     run_id = client.create_run(experiment).info.run_id
     client.log_param(run_id, "epochs", "3")
@@ -83,15 +110,15 @@ def test_runs_metrics_artifacts_and_models_survive_stop_and_start(docker_stack, 
     version = client.create_model_version(name, f"mlflow-artifacts:/{experiment}/{run_id}/artifacts/checkpoints",
                                           run_id=run_id)
 
-    stopped = docker_stack.stop()
-    assert stopped.returncode == 0, docker_stack.last_output
+    stopped = each_database_stack.stop()
+    assert stopped.returncode == 0, each_database_stack.last_output
     assert "its volumes are kept" in stopped.stdout
-    left = docker_stack.resources()
+    left = each_database_stack.resources()
     assert left["containers"] == [] and left["networks"] == [] and len(left["volumes"]) == 2
     assert len(left["images"]) == 1  # kept: the next start reuses it
-    assert not healthy(docker_stack.tracking_uri)
+    assert not healthy(each_database_stack.tracking_uri)
 
-    docker_stack.start()
+    each_database_stack.start()
     assert client.get_run(run_id).data.params == {"epochs": "3"}
     history = sorted(client.get_metric_history(run_id, "val_f1"), key=lambda m: m.step)
     assert [m.value for m in history] == [0.7, 0.8, 0.9]
@@ -215,19 +242,19 @@ def test_a_stack_older_than_generated_secrets_keeps_its_passwords_and_may_not_sh
         docker("volume", "rm", f"{old.project}_mysql-data")
 
 
-def test_a_shared_stack_publishes_only_nginx_beyond_loopback_and_shows_the_admin_once(shared_docker):
-    config = shared_docker.config
-    assert sorted(shared_docker.published_ports("nginx")) == sorted(
+def test_a_shared_stack_publishes_only_nginx_beyond_loopback_and_shows_the_admin_once(each_database_shared_stack):
+    config = each_database_shared_stack.config
+    assert sorted(each_database_shared_stack.published_ports("nginx")) == sorted(
         [("0.0.0.0", int(config["NGINX_PORT"])), ("0.0.0.0", int(config["NGINX_HTTPS_PORT"]))])
-    assert sorted(shared_docker.published_ports("minio")) == sorted(
+    assert sorted(each_database_shared_stack.published_ports("minio")) == sorted(
         [("127.0.0.1", int(config["MINIO_API_PORT"])), ("127.0.0.1", int(config["MINIO_CONSOLE_PORT"]))])
-    assert shared_docker.published_ports("mysql") == shared_docker.published_ports("mlflow") == []
+    assert each_database_shared_stack.published_ports("mysql") == each_database_shared_stack.published_ports("mlflow") == []
     # The auth-database job leaves no anonymous volume behind (its image declares one).
-    mounts = json.loads(docker("inspect", "-f", "{{json .Mounts}}", shared_docker.container("create-auth-database")))
+    mounts = json.loads(docker("inspect", "-f", "{{json .Mounts}}", each_database_shared_stack.container("create-auth-database")))
     assert [m for m in mounts if m["Type"] == "volume"] == []
-    started = shared_docker.start_output
+    started = each_database_shared_stack.start_output
     assert f"First sign-in     : admin / {config['MLFLOW_ADMIN_PASSWORD']}" in started
     assert "secrets/tls/ca.crt" in started
-    again = shared_docker.script("start_mlflow.sh")  # already up: a second start changes nothing
-    assert again.returncode == 0, shared_docker.last_output
+    again = each_database_shared_stack.script("start_mlflow.sh")  # already up: a second start changes nothing
+    assert again.returncode == 0, each_database_shared_stack.last_output
     assert config["MLFLOW_ADMIN_PASSWORD"] not in again.stdout
