@@ -1,0 +1,1 @@
+../../../../mlflow_docker_setup/minio/create-bucket.sh
