@@ -15,6 +15,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,19 @@ def test_nginx_files_are_links_to_the_stacks_own():
     for path in files:
         assert path.is_symlink(), f"{path.name} is a copy, not a link"
         assert path.resolve().is_relative_to(SETUP.resolve()) and path.resolve().is_file()
+
+
+def test_package_holds_the_linked_files(tmp_path):
+    """helm package resolves the links: a packaged chart (pushed to a chart registry)
+    carries the stack's files themselves."""
+    result = run([helm(), "package", CHART, "--destination", tmp_path])
+    assert result.returncode == 0, result.stderr
+    package, = tmp_path.glob("mlflow-stack-*.tgz")
+    with tarfile.open(package) as tar:
+        for path in (CHART / "files").iterdir():
+            member = tar.getmember(f"mlflow-stack/files/{path.name}")
+            assert member.isfile(), f"{path.name} packaged as a link"
+            assert tar.extractfile(member).read() == path.resolve().read_bytes()
 
 
 # --- schema validation ----------------------------------------------------------------

@@ -1,9 +1,11 @@
 {{/* Names and labels. */}}
+{{/* The release's name when it says mlflow already (helm install mlflow: mlflow-server,
+     mlflow-nginx), else <release>-mlflow. */}}
 {{- define "stack.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if contains "mlflow" .Release.Name -}}
 {{- .Release.Name | trunc 50 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- printf "%s-mlflow" .Release.Name | trunc 50 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
