@@ -62,10 +62,11 @@ s3://{{ .Values.minio.bucket }}
 {{- include "stack.artifactsDestination" . | trimPrefix "s3://" | splitList "/" | first -}}
 {{- end -}}
 
-{{/* Hooks run before install and upgrade, except with the in-cluster MySQL or MinIO,
-     which exist only once the release is installed: after install there. */}}
+{{/* When a hook runs: before install and before each upgrade, except on an in-cluster
+     MySQL or MinIO (inCluster), which exist only once the release is installed: after
+     install there. (dict "inCluster" bool) */}}
 {{- define "stack.hookPhases" -}}
-{{- if or .Values.mysql.enabled .Values.minio.enabled -}}
+{{- if .inCluster -}}
 post-install,pre-upgrade
 {{- else -}}
 pre-install,pre-upgrade
