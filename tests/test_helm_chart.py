@@ -303,19 +303,40 @@ def test_migration_is_serve_sh_with_db_upgrade_as_a_hook():
                     assert env_of(other).get("MLFLOW_DB_UPGRADE", {"value": "0"})["value"] == "0"
 
 
-def test_migration_command_upgrades_then_exits(tmp_path):
-    """What the migration job runs, run here: serve.sh with MLFLOW_DB_UPGRADE=1 and
-    --help migrates the database (SQLite here, MySQL there) and exits 0 instead of serving."""
-    database = tmp_path / "mlflow.db"
-    bin_dir = REPO_ROOT / ".venv" / "bin"
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_DB_UPGRADE": "1",
-           "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{database}", "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "a"),
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    result = run(["sh", SETUP / "mlflow" / "serve.sh", "--help"], env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+@pytest.mark.parametrize("scenario", ["values-external.yaml", "values-shared-tls.yaml"])
+def test_migration_job_runs_here(tmp_path, scenario):
+    """The migration job's container, run here: serve.sh with the job's environment (its
+    Secrets replaced by dummies, the databases by SQLite files, its folders by temporary
+    ones) and its arguments migrates the database, in shared mode bootstraps the sign-in
+    database too, and exits 0 instead of serving."""
+    container, = pod_spec(one(scenario_docs(scenario), "Job", "migration"))["containers"]
+    env: dict[str, str] = {}
+    for name, entry in env_of(container).items():
+        if "valueFrom" in entry:
+            env[name] = "127.0.0.1" if "fieldRef" in entry["valueFrom"] else f"dummy-{name.lower()}"
+        else:  # the kubelet's $(VAR) expansion
+            env[name] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], entry["value"])
+    databases = {}
+    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI"):
+        if name in env:
+            assert env[name].startswith("mysql+pymysql://mlflow:dummy-mlflow_db_password@")
+            databases[name] = tmp_path / f"{name.lower()}.db"
+            env[name] = f"sqlite:///{databases[name]}"
+    for mount in container["volumeMounts"]:  # emptyDirs: folders here
+        folder = tmp_path / mount["name"]
+        folder.mkdir(exist_ok=True)
+        env = {k: v.replace(mount["mountPath"], str(folder)) if k == "MLFLOW_RUNTIME_DIR" else v
+               for k, v in env.items()}
+    env |= {"PATH": f"{REPO_ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path / "home")}
+    assert container["command"] == dockerfile_entrypoint()  # mlflow-serve is serve.sh
+    result = run(["sh", SETUP / "mlflow" / "serve.sh", *container["args"]], env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
     assert "--expose-prometheus" in result.stdout  # mlflow server's help: it stopped there
-    with sqlite3.connect(database) as db:
+    with sqlite3.connect(databases["MLFLOW_BACKEND_STORE_URI"]) as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchone()
+    if "shared" in scenario:
+        with sqlite3.connect(databases["MLFLOW_AUTH_DATABASE_URI"]) as db:
+            assert db.execute("SELECT username FROM users").fetchall() == [("admin",)]
 
 
 def test_gc_cronjob():
