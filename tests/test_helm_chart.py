@@ -310,18 +310,12 @@ def test_migration_job_runs_here(tmp_path, scenario):
     ones) and its arguments migrates the database, in shared mode bootstraps the sign-in
     database too, and exits 0 instead of serving."""
     container, = pod_spec(one(scenario_docs(scenario), "Job", "migration"))["containers"]
-    env: dict[str, str] = {}
     for name, entry in env_of(container).items():
-        if "valueFrom" in entry:
-            env[name] = "127.0.0.1" if "fieldRef" in entry["valueFrom"] else f"dummy-{name.lower()}"
-        else:  # the kubelet's $(VAR) expansion
-            env[name] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], entry["value"])
-    databases = {}
-    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI"):
-        if name in env:
-            assert env[name].startswith("mysql+pymysql://mlflow:dummy-mlflow_db_password@")
-            databases[name] = tmp_path / f"{name.lower()}.db"
-            env[name] = f"sqlite:///{databases[name]}"
+        if name.endswith("_URI") and "value" in entry:
+            assert entry["value"].startswith("mysql+pymysql://mlflow:$(MLFLOW_DB_PASSWORD)@")
+    env = container_env_here(container, tmp_path, "127.0.0.1")
+    databases = {name: Path(env[name].removeprefix("sqlite:///"))
+                 for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI") if name in env}
     for mount in container["volumeMounts"]:  # emptyDirs: folders here
         folder = tmp_path / mount["name"]
         folder.mkdir(exist_ok=True)
@@ -337,6 +331,103 @@ def test_migration_job_runs_here(tmp_path, scenario):
     if "shared" in scenario:
         with sqlite3.connect(databases["MLFLOW_AUTH_DATABASE_URI"]) as db:
             assert db.execute("SELECT username FROM users").fetchall() == [("admin",)]
+
+
+def container_env_here(container: dict, tmp_path: Path, pod_ip: str) -> dict[str, str]:
+    """A container's environment as the kubelet would give it, for a run here: Secrets as
+    dummies, the pod IP as given, $(VAR) expanded, the MySQL URLs as SQLite files."""
+    env: dict[str, str] = {}
+    for name, entry in env_of(container).items():
+        if "valueFrom" in entry:
+            env[name] = pod_ip if "fieldRef" in entry["valueFrom"] else f"dummy-{name.lower()}"
+        else:
+            env[name] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], entry["value"])
+    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI"):
+        if name in env:
+            env[name] = f"sqlite:///{tmp_path / name.lower()}.db"
+    return env
+
+
+def image_has_metrics_exporter() -> bool:
+    """MLflow's --expose-prometheus imports prometheus_flask_exporter, which MLflow does not
+    install: the image has it only if its requirements name it."""
+    text = (SETUP / "mlflow" / "requirements.txt").read_text().lower()
+    return re.search(r"^prometheus[-_]flask[-_]exporter\b", text, re.M) is not None
+
+
+def test_metrics_only_where_the_image_can_serve_them():
+    """Without the exporter in the image the server stops at start with metrics on
+    (ModuleNotFoundError, seen here): then no scenario and no default turns them on."""
+    if image_has_metrics_exporter():
+        return  # any scenario may turn them on; test_metrics_reach_prometheus_not_the_public reads them
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]["enabled"] is False
+    for scenario in SCENARIOS:
+        values = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / scenario).read_text())
+        assert not values.get("metrics", {}).get("enabled"), f"{scenario} turns metrics on"
+
+
+def test_server_answers_scrapes_by_pod_ip(tmp_path):
+    """The server container with metrics on, run here on loopback (serve.sh, the rendered
+    environment): a request whose Host is the pod's IP and port, as Prometheus sends it,
+    passes MLflow's host check; another host name does not (the control); /health answers
+    any. MLflow checks every path but /health and /version alike, so an API path stands in
+    for /metrics where the image has no exporter."""
+    import http.client
+    import os
+    import signal
+    import socket
+    import time
+
+    container, = pod_spec(one(rendered(("values-replicas.yaml",), ("metrics.enabled=true",)),
+                              "Deployment", "server"))["containers"]
+    pod_ip = "10.244.7.9"
+    env = container_env_here(container, tmp_path, pod_ip)
+    args = list(container["args"])
+    path = "/metrics"
+    if not image_has_metrics_exporter():
+        del args[args.index("--expose-prometheus"):args.index("--expose-prometheus") + 2]
+        path = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+    else:
+        directory = args[args.index("--expose-prometheus") + 1]
+        args = [a.replace(directory, str(tmp_path / "metrics")) for a in args]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env |= {"PATH": f"{REPO_ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path),
+            "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
+            "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts")}
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(["sh", SETUP / "mlflow" / "serve.sh", *args], env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+
+    def get(path: str, host: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", path, headers={"Host": host})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if get("/health", "anything.example") == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert get(path, f"{pod_ip}:5000") == 200
+        assert get(path, "evil.example:5000") in (400, 403)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
 
 
 def test_gc_cronjob():
@@ -529,11 +620,12 @@ def nginx_binary() -> str:
     return binary
 
 
-@pytest.mark.parametrize("scenario", ["values-external.yaml", "values-shared-tls.yaml", "values-replicas.yaml"])
-def test_nginx_accepts_the_rendered_site(tmp_path, scenario):
+@pytest.mark.parametrize("scenario, sets", [("values-external.yaml", ()), ("values-shared-tls.yaml", ()),
+                                            ("values-replicas.yaml", ("metrics.enabled=true",))])
+def test_nginx_accepts_the_rendered_site(tmp_path, scenario, sets):
     """The site as the nginx image would write it (envsubst of the pod's variables into
     conf.d), checked by nginx -t with the pod's paths under a temporary prefix."""
-    docs = scenario_docs(scenario)
+    docs = rendered((scenario,), sets)
     files = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-files")][0]["data"]
     container = pod_spec(one(docs, "Deployment", "nginx"))["containers"][0]
     env = {name: entry["value"] for name, entry in env_of(container).items()}
@@ -560,7 +652,7 @@ def test_nginx_accepts_the_rendered_site(tmp_path, scenario):
 
 
 def test_metrics_reach_prometheus_not_the_public():
-    docs = rendered(("values-replicas.yaml",))
+    docs = rendered(("values-replicas.yaml",), ("metrics.enabled=true",))
     proxy = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-files")][0]["data"][
         "mlflow-proxy.conf"]
     source = (SETUP / "nginx" / "mlflow-proxy.conf").read_text()
