@@ -366,12 +366,48 @@ def test_metrics_only_where_the_image_can_serve_them():
         assert not values.get("metrics", {}).get("enabled"), f"{scenario} turns metrics on"
 
 
-def test_server_answers_scrapes_by_pod_ip(tmp_path):
+def run_gc_cronjob_here(tmp_path: Path, server_url: str) -> None:
+    """The gc CronJob's container against the server running here: of two runs with an
+    artifact each, the deleted one loses its row and its artifact, the other keeps both."""
+    cron = one(rendered(("values-replicas.yaml",), ("metrics.enabled=true",)), "CronJob", "gc")
+    container, = pod_spec(cron)["containers"]
+    env = container_env_here(container, tmp_path, "10.244.7.10")
+    assert env["MLFLOW_TRACKING_URI"].startswith("http://") and env["MLFLOW_TRACKING_URI"].endswith(":5000")
+    env |= {"PATH": f"{REPO_ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path),
+            "MLFLOW_TRACKING_URI": server_url,  # the server's Service, here on loopback
+            "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts")}
+    logged = run([REPO_ROOT / ".venv" / "bin" / "python", "-c", """
+import pathlib, sys, mlflow
+mlflow.set_experiment("gc")
+ids = []
+for name in ("deleted", "kept"):
+    with mlflow.start_run() as run:
+        path = pathlib.Path(sys.argv[1]) / f"{name}.txt"
+        path.write_text(name)
+        mlflow.log_artifact(str(path))
+        ids.append(run.info.run_id)
+mlflow.MlflowClient().delete_run(ids[0])
+print(" ".join(ids))
+""", tmp_path], env=env)
+    assert logged.returncode == 0, logged.stderr[-2000:]
+    deleted, kept = logged.stdout.split()[-2:]
+    assert container["command"][-2:] == ["--older-than", "30d"]
+    # The rendered command, but for the age: the run was deleted a moment ago.
+    result = run([*container["command"][:-1], "0d"], env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    artifacts = {p.name for p in (tmp_path / "artifacts").rglob("*.txt")}
+    assert artifacts == {"kept.txt"}
+    with sqlite3.connect(tmp_path / "mlflow_backend_store_uri.db") as db:
+        assert [r[0] for r in db.execute("SELECT run_uuid FROM runs")] == [kept] != [deleted]
+
+
+def test_server_container_runs_here(tmp_path):
     """The server container with metrics on, run here on loopback (serve.sh, the rendered
     environment): a request whose Host is the pod's IP and port, as Prometheus sends it,
     passes MLflow's host check; another host name does not (the control); /health answers
     any. MLflow checks every path but /health and /version alike, so an API path stands in
-    for /metrics where the image has no exporter."""
+    for /metrics where the image has no exporter. Then the gc CronJob's container runs
+    against it."""
     import http.client
     import os
     import signal
@@ -420,6 +456,7 @@ def test_server_answers_scrapes_by_pod_ip(tmp_path):
             time.sleep(0.5)
         assert get(path, f"{pod_ip}:5000") == 200
         assert get(path, "evil.example:5000") in (400, 403)
+        run_gc_cronjob_here(tmp_path, f"http://127.0.0.1:{port}")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
