@@ -557,6 +557,7 @@ def test_every_container_is_bounded_probed_and_locked_down(scenario):
         assert isinstance(spec["securityContext"]["runAsUser"], int) and spec["securityContext"]["runAsUser"] > 0
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         assert spec["automountServiceAccountToken"] is False, where
+        assert spec["enableServiceLinks"] is False, where  # a Service "mlflow" would set MLFLOW_PORT
         for container in spec["containers"]:
             what = f"{where} / {container['name']}"
             requests = container["resources"]["requests"]
