@@ -11,11 +11,16 @@ files (and nginx -t accepts them). Nothing here is ever installed on a cluster.
 from __future__ import annotations
 
 import functools
+import http.client
+import os
 import re
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -408,12 +413,6 @@ def test_server_container_runs_here(tmp_path):
     any. MLflow checks every path but /health and /version alike, so an API path stands in
     for /metrics where the image has no exporter. Then the gc CronJob's container runs
     against it."""
-    import http.client
-    import os
-    import signal
-    import socket
-    import time
-
     container, = pod_spec(one(rendered(("values-replicas.yaml",), ("metrics.enabled=true",)),
                               "Deployment", "server"))["containers"]
     pod_ip = "10.244.7.9"
