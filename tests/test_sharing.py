@@ -81,7 +81,7 @@ def test_admin_creates_a_user_and_grants_read_with_the_users_command(shared_stac
     admin = signed_in(shared_stack.admin_credentials)
     experiment = f"shared-{uuid.uuid4().hex[:8]}"
     experiment_id = admin.create_experiment(experiment)
-    reader, password = new_user(shared_stack)
+    reader, password = new_user(shared_stack, by_command=True)
     path = f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}"
     assert request(shared_stack, path, (reader, password))[0] == 403
 
@@ -123,7 +123,7 @@ def test_every_users_command_changes_what_a_user_may_do_within_the_sign_in_cache
     assert request(twin, "/api/2.0/mlflow/experiments/create", admin, "POST", {"name": experiment})[0] == 200
     model = f"users-model-{uuid.uuid4().hex[:8]}"
     assert request(twin, "/api/2.0/mlflow/registered-models/create", admin, "POST", {"name": model})[0] == 200
-    alice, first = new_user(twin)
+    alice, first = new_user(twin, by_command=True)
     get_model = f"/api/2.0/mlflow/registered-models/get?name={model}"
     get_experiment = f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}"
 
