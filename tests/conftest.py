@@ -37,11 +37,14 @@ STANDIN_IMAGES = REPO_ROOT / "tests" / "standin_images"
 
 # Markers follow the fixtures a test uses, through their whole closure: `-m "not notebooks"`
 # removes every test that would execute a notebook, wherever the fixture is reached from.
-# (each_stack and shared_stack reach the twin at run time, so they are named; their docker
-# parameters carry the docker marker themselves. A compose stack is a stack too.)
+# (each_stack, shared_stack and test_docker_stack's each_database_* reach their stacks at run
+# time, so they are named; each_stack's and shared_stack's docker parameters carry the docker
+# marker themselves. A compose stack is a stack too.)
+RUN_TIME_COMPOSE_STACKS = {"each_database_stack", "each_database_shared_stack"}
 FIXTURE_MARKERS = {
-    "stack": {"twin_stack", "each_stack", "shared_twin", "shared_stack", "local_env", "local_stacks", "standin_images"},
-    "docker": {"standin_images"},
+    "stack": {"twin_stack", "each_stack", "shared_twin", "shared_stack", "local_env", "local_stacks", "standin_images",
+              *RUN_TIME_COMPOSE_STACKS},
+    "docker": {"standin_images", *RUN_TIME_COMPOSE_STACKS},
     "notebooks": {"run_notebook"},
     "browser": {"browser"},
 }
