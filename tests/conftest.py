@@ -31,8 +31,6 @@ from shared_access import SIGN_IN_CACHE_SECONDS
 from starting import IN_CI, checkouts, start_or_fail, started_checkout, started_shared_checkout
 
 STANDIN_IMAGES = REPO_ROOT / "tests" / "standin_images"
-# In CI a run must test what it claims: no docker test skipped for want of an engine, both
-# compose start paths, and the stacks the suite starts itself.
 
 
 # Markers follow the fixtures a test uses, through their whole closure: `-m "not notebooks"`

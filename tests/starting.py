@@ -11,6 +11,8 @@ import pytest
 from mlflow_stack.compose_stack import ComposeStack
 from mlflow_stack.local_stack import StackStartError, free_ports
 
+# In CI a run must test what it claims: no docker test skipped for want of an engine, both
+# compose start paths, and the stacks the suite starts itself.
 IN_CI = os.environ.get("CI") == "true"
 
 
