@@ -222,7 +222,8 @@ class LocalStack(S3Access, SharedAccess, Outages):
         self.bucket = self.config["MLFLOW_BUCKET"]
         self.mysql_port, self.s3_port, self.mlflow_port, self.nginx_port, self.https_port = free_ports(5)
         self._root_password = self.config["MYSQL_ROOT_PASSWORD"]  # "" while a new data folder has none yet
-        # Files that hold secrets while the server runs (its auth config): removed at stop.
+        # serve.sh's files while the server runs (the auth config with its secrets, the
+        # metrics folder): removed at stop.
         self.runtime_dir = self.workdir / "run"
         self.s3_credentials: dict[str, str] = {}
         self.services: dict[str, Service] = {}
@@ -448,7 +449,6 @@ class LocalStack(S3Access, SharedAccess, Outages):
             "MLFLOW_AUTH_ADMIN_PASSWORD": self.config["MLFLOW_ADMIN_PASSWORD"],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": self.config["MLFLOW_FLASK_SERVER_SECRET_KEY"],
             "MLFLOW_AUTH_CACHE_SECONDS": self.config["MLFLOW_AUTH_CACHE_SECONDS"],
-            "MLFLOW_RUNTIME_DIR": str(self.runtime_dir),
         } if self.share else {}
         self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
         self._launch(serve_script_service(
@@ -459,6 +459,8 @@ class LocalStack(S3Access, SharedAccess, Outages):
                 **{name: os.environ.get(name, self.config[name])
                    for name in ("MLFLOW_WORKERS", "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE")},
                 **auth,
+                # serve.sh's private files (the auth config, the metrics folder): gone at stop.
+                "MLFLOW_RUNTIME_DIR": str(self.runtime_dir),
             },
             self.mlflow_port, self.workdir / "mlflow.log",
         ))

@@ -91,6 +91,21 @@ finally:
     engine.dispose()'
 fi
 
+# Prometheus metrics on the server's own /metrics (MLflow's --expose-prometheus): request
+# counts and latencies per endpoint and status. On unless MLFLOW_METRICS=0; nginx does not
+# serve /metrics, Prometheus scrapes each server directly (docs/operations.md, "Metrics").
+# The workers count into files (prometheus_client's multiprocess mode) that would be added
+# to the next start's counts, so each start gets a fresh private folder (mktemp: mode 700)
+# in MLFLOW_RUNTIME_DIR, which goes away with the server (a tmpfs in the container, a
+# folder the twin and local mode remove at stop).
+case "${MLFLOW_METRICS:-1}" in
+    1) metrics_dir="$(mktemp -d "${MLFLOW_RUNTIME_DIR:-${TMPDIR:-/tmp}}/metrics.XXXXXX")"
+       set -- --expose-prometheus "$metrics_dir" "$@" ;;
+    0) ;;
+    *) echo "serve.sh: MLFLOW_METRICS is '${MLFLOW_METRICS}': set 1 (the server's /metrics, the default) or 0 (none)" >&2
+       exit 2 ;;
+esac
+
 # TCP_NODELAY on every accepted connection (mlflow_stack_server/nodelay.py): with
 # --workers N, uvicorn leaves Nagle's algorithm on, and each answer on a reused connection
 # then waited ~40 ms for the client's delayed ACK (uvicorn issue #3149).
