@@ -252,9 +252,10 @@ def test_server_runs_serve_sh_with_composes_environment(scenario):
     shared = values.get("shared", {}).get("enabled", False)
     container, = pod_spec(one(docs, "Deployment", "server"))["containers"]
     assert container["command"] == dockerfile_entrypoint()
-    metrics = values.get("metrics", {}).get("enabled", False)
-    assert container.get("args", []) == (["--expose-prometheus", "/var/lib/mlflow-metrics"] if metrics else [])
+    assert "args" not in container  # serve.sh's own flags, metrics among them (MLFLOW_METRICS)
     env = env_of(container)
+    metrics = values.get("metrics", {}).get("enabled", defaults["metrics"]["enabled"])
+    assert env["MLFLOW_METRICS"]["value"] == ("1" if metrics else "0")
     wanted = compose_environment("docker-compose.yml")
     if shared:
         wanted |= compose_environment("docker-compose.share.yml")
@@ -278,8 +279,8 @@ def test_server_runs_serve_sh_with_composes_environment(scenario):
     assert "$(POD_IP):5000" in allowed and "*" not in allowed
     names = list(env)
     assert names.index("POD_IP") < names.index("MLFLOW_SERVER_ALLOWED_HOSTS")  # $(VAR) needs it defined first
-    if shared:
-        runtime = wanted["MLFLOW_RUNTIME_DIR"]
+    if shared or metrics:  # serve.sh writes the auth config and the metrics folder there
+        runtime = compose_environment("docker-compose.share.yml")["MLFLOW_RUNTIME_DIR"]
         compose_tmpfs = yaml.safe_load((SETUP / "docker-compose.share.yml").read_text())["services"]["mlflow"]["tmpfs"]
         assert env["MLFLOW_RUNTIME_DIR"]["value"] == runtime and runtime in compose_tmpfs
         mount, = [m for m in container["volumeMounts"] if m["mountPath"] == runtime]
@@ -353,28 +354,25 @@ def container_env_here(container: dict, tmp_path: Path, pod_ip: str) -> dict[str
     return env
 
 
-def image_has_metrics_exporter() -> bool:
+def test_metrics_on_by_default_with_the_exporter_in_the_image():
     """MLflow's --expose-prometheus imports prometheus_flask_exporter, which MLflow does not
-    install: the image has it only if its requirements name it."""
+    install (without it the server stops at start: ModuleNotFoundError, seen here): the
+    image's requirements name it, and metrics are on by default, the ServiceMonitor (a
+    custom resource of the Prometheus Operator) opt-in."""
     text = (SETUP / "mlflow" / "requirements.txt").read_text().lower()
-    return re.search(r"^prometheus[-_]flask[-_]exporter\b", text, re.M) is not None
-
-
-def test_metrics_only_where_the_image_can_serve_them():
-    """Without the exporter in the image the server stops at start with metrics on
-    (ModuleNotFoundError, seen here): then no scenario and no default turns them on."""
-    if image_has_metrics_exporter():
-        return  # any scenario may turn them on; test_metrics_reach_prometheus_not_the_public reads them
-    assert yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]["enabled"] is False
-    for scenario in SCENARIOS:
-        values = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / scenario).read_text())
-        assert not values.get("metrics", {}).get("enabled"), f"{scenario} turns metrics on"
+    assert re.search(r"^prometheus[-_]flask[-_]exporter==", text, re.M)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]
+    assert defaults["enabled"] is True and defaults["serviceMonitor"]["enabled"] is False
+    assert not by_kind(scenario_docs("values-external.yaml"), "ServiceMonitor")
+    off = pod_spec(one(rendered(("values-external.yaml",), ("metrics.enabled=false",)), "Deployment", "server"))
+    assert env_of(off["containers"][0])["MLFLOW_METRICS"]["value"] == "0"
+    assert "MLFLOW_RUNTIME_DIR" not in env_of(off["containers"][0]) and [v["name"] for v in off["volumes"]] == ["tmp", "home"]
 
 
 def run_gc_cronjob_here(tmp_path: Path, server_url: str) -> None:
     """The gc CronJob's container against the server running here: of two runs with an
     artifact each, the deleted one loses its row and its artifact, the other keeps both."""
-    cron = one(rendered(("values-replicas.yaml",), ("metrics.enabled=true",)), "CronJob", "gc")
+    cron = one(rendered(("values-replicas.yaml",)), "CronJob", "gc")
     container, = pod_spec(cron)["containers"]
     env = container_env_here(container, tmp_path, "10.244.7.10")
     assert env["MLFLOW_TRACKING_URI"].startswith("http://") and env["MLFLOW_TRACKING_URI"].endswith(":5000")
@@ -407,24 +405,16 @@ print(" ".join(ids))
 
 
 def test_server_container_runs_here(tmp_path):
-    """The server container with metrics on, run here on loopback (serve.sh, the rendered
-    environment): a request whose Host is the pod's IP and port, as Prometheus sends it,
-    passes MLflow's host check; another host name does not (the control); /health answers
-    any. MLflow checks every path but /health and /version alike, so an API path stands in
-    for /metrics where the image has no exporter. Then the gc CronJob's container runs
-    against it."""
-    container, = pod_spec(one(rendered(("values-replicas.yaml",), ("metrics.enabled=true",)),
-                              "Deployment", "server"))["containers"]
+    """The server container with metrics on (the default), run here on loopback (serve.sh,
+    the rendered environment): a scrape of /metrics whose Host is the pod's IP and port, as
+    Prometheus sends it, passes MLflow's host check; another host name does not (the
+    control); /health answers any. Then the gc CronJob's container runs against it."""
+    container, = pod_spec(one(rendered(("values-replicas.yaml",)), "Deployment", "server"))["containers"]
     pod_ip = "10.244.7.9"
     env = container_env_here(container, tmp_path, pod_ip)
-    args = list(container["args"])
-    path = "/metrics"
-    if not image_has_metrics_exporter():
-        del args[args.index("--expose-prometheus"):args.index("--expose-prometheus") + 2]
-        path = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
-    else:
-        directory = args[args.index("--expose-prometheus") + 1]
-        args = [a.replace(directory, str(tmp_path / "metrics")) for a in args]
+    runtime = tmp_path / "runtime"  # the pod's in-memory folder: serve.sh's metrics folder goes there
+    runtime.mkdir()
+    env["MLFLOW_RUNTIME_DIR"] = str(runtime)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -432,7 +422,7 @@ def test_server_container_runs_here(tmp_path):
             "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
             "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts")}
     log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(["sh", SETUP / "mlflow" / "serve.sh", *args], env=env, stdout=log,
+    server = subprocess.Popen(["sh", SETUP / "mlflow" / "serve.sh"], env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
 
     def get(path: str, host: str) -> int:
@@ -453,8 +443,9 @@ def test_server_container_runs_here(tmp_path):
                 pass
             assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
             time.sleep(0.5)
-        assert get(path, f"{pod_ip}:5000") == 200
-        assert get(path, "evil.example:5000") in (400, 403)
+        assert get("/metrics", f"{pod_ip}:5000") == 200
+        assert get("/metrics", "evil.example:5000") in (400, 403)
+        assert [p.name.split(".")[0] for p in runtime.iterdir()] == ["metrics"]
         run_gc_cronjob_here(tmp_path, f"http://127.0.0.1:{port}")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -658,7 +649,7 @@ def nginx_binary() -> str:
 
 
 @pytest.mark.parametrize("scenario, sets", [("values-external.yaml", ()), ("values-shared-tls.yaml", ()),
-                                            ("values-replicas.yaml", ("metrics.enabled=true",))])
+                                            ("values-replicas.yaml", ("metrics.enabled=false",))])
 def test_nginx_accepts_the_rendered_site(tmp_path, scenario, sets):
     """The site as the nginx image would write it (envsubst of the pod's variables into
     conf.d), checked by nginx -t with the pod's paths under a temporary prefix."""
@@ -689,16 +680,18 @@ def test_nginx_accepts_the_rendered_site(tmp_path, scenario, sets):
 
 
 def test_metrics_reach_prometheus_not_the_public():
-    docs = rendered(("values-replicas.yaml",), ("metrics.enabled=true",))
+    docs = rendered(("values-replicas.yaml",))
     proxy = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-files")][0]["data"][
         "mlflow-proxy.conf"]
-    source = (SETUP / "nginx" / "mlflow-proxy.conf").read_text()
-    assert proxy.startswith(source)
-    if "/metrics" not in source:  # the stack's file does not hide it itself (yet): the chart does
-        assert re.search(r"location = /metrics \{\s*return 404;\s*\}", proxy[len(source):])
-    container = pod_spec(one(docs, "Deployment", "server"))["containers"][0]
-    directory = container["args"][container["args"].index("--expose-prometheus") + 1]
-    assert any(m["mountPath"] == directory for m in container["volumeMounts"])
+    # The stack's own file, which answers /metrics with 404 on both sites (tests/test_metrics.py).
+    assert proxy == (SETUP / "nginx" / "mlflow-proxy.conf").read_text()
+    assert re.search(r"location = /metrics \{\s*return 404;\s*\}", proxy)
+    spec = pod_spec(one(docs, "Deployment", "server"))
+    env = env_of(spec["containers"][0])
+    assert env["MLFLOW_METRICS"]["value"] == "1"
+    mount, = [m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == env["MLFLOW_RUNTIME_DIR"]["value"]]
+    volume, = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory"  # a fresh folder per start, never on disk
     policy = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-server")][0]
     peers = policy["spec"]["ingress"][0]["from"]
     assert any("namespaceSelector" in p for p in peers)

@@ -154,6 +154,10 @@ mysql+pymysql://{{ .ctx.Values.database.user }}:$(MLFLOW_DB_PASSWORD)@{{ include
       key: {{ $v.shared.flaskSecretKeyKey }}
 - name: MLFLOW_AUTH_CACHE_SECONDS
   value: {{ $v.shared.authCacheSeconds | quote }}
+{{- end }}
+- name: MLFLOW_METRICS
+  value: {{ ternary "1" "0" $v.metrics.enabled | quote }}
+{{- if or $v.shared.enabled $v.metrics.enabled }}
 - name: MLFLOW_RUNTIME_DIR
   value: /run/mlflow
 {{- end }}
@@ -163,22 +167,20 @@ mysql+pymysql://{{ .ctx.Values.database.user }}:$(MLFLOW_DB_PASSWORD)@{{ include
 {{- end -}}
 
 {{/* What serve.sh must write to with a read-only root: /tmp (mktemp, uvicorn), the home
-     folder (MLflow's caches), the metrics folder, and in shared mode the runtime folder
-     that holds the auth config with the database password: in memory, as compose's tmpfs. */}}
+     folder (MLflow's caches), and the runtime folder: in shared mode the auth config with
+     the database password, with metrics a fresh metrics folder per start (~40 KB for two
+     workers; it survives a container restart in the pod, hence the room): in memory, as
+     compose's tmpfs. */}}
 {{- define "stack.serverVolumes" -}}
 - name: tmp
   emptyDir: {}
 - name: home
   emptyDir: {}
-{{- if .Values.shared.enabled }}
+{{- if or .Values.shared.enabled .Values.metrics.enabled }}
 - name: runtime
   emptyDir:
     medium: Memory
-    sizeLimit: 1Mi
-{{- end }}
-{{- if .Values.metrics.enabled }}
-- name: metrics
-  emptyDir: {}
+    sizeLimit: {{ ternary "16Mi" "1Mi" .Values.metrics.enabled }}
 {{- end }}
 {{- end -}}
 
@@ -187,13 +189,9 @@ mysql+pymysql://{{ .ctx.Values.database.user }}:$(MLFLOW_DB_PASSWORD)@{{ include
   mountPath: /tmp
 - name: home
   mountPath: /home/mlflow
-{{- if .Values.shared.enabled }}
+{{- if or .Values.shared.enabled .Values.metrics.enabled }}
 - name: runtime
   mountPath: /run/mlflow
-{{- end }}
-{{- if .Values.metrics.enabled }}
-- name: metrics
-  mountPath: /var/lib/mlflow-metrics
 {{- end }}
 {{- end -}}
 
