@@ -1,0 +1,200 @@
+"""The read replica (MLFLOW_READ_REPLICA=1) on a real Docker engine: what a user notices.
+
+One checkout for the module, on the MariaDB stand-in: started first without the replica
+and given a run, then started again with it, as a user turns it on for a stack that
+already holds data. MLflow's server sends every plain read to the replica and every write
+to the primary (docs/read-replica.md), with nothing against lag and no fallback: these
+tests show what that means at the client, and that nothing is silently wrong beyond lag.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mlflow_stack.compose_stack import docker
+from mlflow_stack.connection import missing_service
+from starting import checkouts, start_or_fail
+
+pytestmark = pytest.mark.docker
+
+
+def sql(stack, service: str, query: str, user: str = "root") -> str:
+    """A statement run inside a database container (``mysql`` or ``mysql-replica``)."""
+    password = stack.config["MYSQL_ROOT_PASSWORD" if user == "root" else "MYSQL_PASSWORD"]
+    result = subprocess.run(["docker", "exec", "-e", f"MYSQL_PWD={password}", stack.container(service),
+                             "mysql", "-u", user, "-N", "-B", "-e", query],
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip())
+    return result.stdout.strip()
+
+
+def caught_up(stack) -> None:
+    """Until the replica has applied all the primary has (MariaDB's GTID wait, 60 s at most)."""
+    position = sql(stack, "mysql", "SELECT @@GLOBAL.gtid_binlog_pos")
+    assert sql(stack, "mysql-replica", f"SELECT MASTER_GTID_WAIT('{position}', 60)") == "0", \
+        sql(stack, "mysql-replica", "SHOW REPLICA STATUS")
+
+
+def start(stack, what: str, read_replica: str):
+    stack.env["MLFLOW_READ_REPLICA"] = stack.env_overrides["MLFLOW_READ_REPLICA"] = read_replica
+    return start_or_fail(stack, what)
+
+
+def logged_run(client: MlflowClient, experiment_id: str, **params: str) -> str:
+    run_id = client.create_run(experiment_id).info.run_id
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def replica_stack(tmp_path_factory, standin_images):
+    """The checkout with a run logged before the replica existed (``stack.run_before``)."""
+    for make in checkouts(tmp_path_factory, standin_images, "mariadb"):
+        stack = start(make("read-replica"), "the compose stack without a replica", "0")
+        client = MlflowClient(stack.tracking_uri)
+        stack.run_before = logged_run(client, client.create_experiment("before-the-replica"), lr="0.1")
+        start(stack, "the compose stack with a read replica", "1")
+        yield stack
+        stack.stop(delete_data=True)
+
+
+@pytest.fixture
+def client(replica_stack):
+    return MlflowClient(replica_stack.tracking_uri)
+
+
+@pytest.fixture
+def experiment_id(client):
+    return client.create_experiment(f"replica-{uuid.uuid4().hex[:12]}")
+
+
+def test_data_from_before_the_replica_is_copied_and_the_replica_refuses_writes(replica_stack, client):
+    run_id = replica_stack.run_before
+    assert sql(replica_stack, "mysql-replica", f"SELECT value FROM mlflow.params WHERE run_uuid = '{run_id}'") == "0.1"
+    assert client.get_run(run_id).data.params == {"lr": "0.1"}
+    with pytest.raises(RuntimeError, match="read-only"):
+        sql(replica_stack, "mysql-replica", f"DELETE FROM mlflow.params WHERE run_uuid = '{run_id}'",
+            user=replica_stack.config["MYSQL_USER"])
+    assert sql(replica_stack, "mysql-replica", "SELECT @@read_only") == "1"
+
+
+def test_reads_are_answered_from_the_replica_and_writes_reach_the_primary(replica_stack, client, experiment_id):
+    run_id = client.create_run(experiment_id, run_name="as-logged").info.run_id
+    caught_up(replica_stack)
+    # A difference only the replica holds (root may write there; sql_log_bin=0 keeps it local).
+    sql(replica_stack, "mysql-replica",
+        f"SET SESSION sql_log_bin = 0; UPDATE mlflow.runs SET name = 'only-on-the-replica' WHERE run_uuid = '{run_id}'")
+    try:
+        assert client.get_run(run_id).info.run_name == "only-on-the-replica"
+        assert [run.info.run_name for run in client.search_runs([experiment_id])] == ["only-on-the-replica"]
+        client.log_param(run_id, "written", "to the primary")
+        assert sql(replica_stack, "mysql", f"SELECT value FROM mlflow.params WHERE run_uuid = '{run_id}'") \
+            == "to the primary"
+    finally:
+        sql(replica_stack, "mysql-replica",
+            f"SET SESSION sql_log_bin = 0; UPDATE mlflow.runs SET name = 'as-logged' WHERE run_uuid = '{run_id}'")
+
+
+def test_a_read_right_after_a_write_may_lag_but_is_never_wrong(replica_stack, client, experiment_id):
+    """Read-your-writes is not promised: the read at once shows a prefix of what was logged
+    (some of it, or all); once the replica has caught up, exactly all of it."""
+    run_id = logged_run(client, experiment_id, lr="0.01", layers="3")
+    for step in range(5):
+        client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
+    at_once = client.get_run(run_id).data
+    assert at_once.params.items() <= {"lr": "0.01", "layers": "3"}.items()
+    assert at_once.metrics.get("loss", 0.2) in {1.0 / (step + 1) for step in range(5)}
+    assert len(client.search_runs([experiment_id])) <= 1
+    caught_up(replica_stack)
+    run = client.get_run(run_id)
+    assert run.data.params == {"lr": "0.01", "layers": "3"} and run.data.metrics == {"loss": 0.2}
+    assert [r.info.run_id for r in client.search_runs([experiment_id], "metrics.loss < 0.3")] == [run_id]
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0 / (s + 1) for s in range(5)]
+
+
+@pytest.fixture
+def lagging(replica_stack):
+    """The replica receives but applies nothing, as a busy replica falls behind."""
+    sql(replica_stack, "mysql-replica", "STOP REPLICA SQL_THREAD")
+    yield
+    sql(replica_stack, "mysql-replica", "START REPLICA SQL_THREAD")
+    caught_up(replica_stack)
+
+
+@pytest.fixture
+def fluent(replica_stack):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(replica_stack.tracking_uri)
+    yield mlflow
+    mlflow.set_tracking_uri(previous)
+
+
+def test_a_lagging_replica_hides_new_runs_and_experiments_until_it_catches_up(replica_stack, client,
+                                                                             experiment_id, fluent, lagging):
+    name = f"new-while-lagging-{uuid.uuid4().hex[:8]}"
+    # MLflow's set_experiment creates the experiment on the primary, then reads it back from
+    # the replica: the known hazard, a 404 for an experiment that was just created.
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST|No Experiment"):
+        fluent.set_experiment(name)
+    run_id = logged_run(client, experiment_id, lr="0.5")  # writes go to the primary: accepted
+    with pytest.raises(MlflowException, match="not found"):
+        client.get_run(run_id)
+    assert client.search_runs([experiment_id]) == []
+    assert client.get_experiment_by_name(name) is None
+    assert sql(replica_stack, "mysql", f"SELECT value FROM mlflow.params WHERE run_uuid = '{run_id}'") == "0.5"
+
+    sql(replica_stack, "mysql-replica", "START REPLICA SQL_THREAD")
+    caught_up(replica_stack)
+    assert client.get_run(run_id).data.params == {"lr": "0.5"}
+    assert client.get_experiment_by_name(name) is not None
+    assert fluent.set_experiment(name).name == name
+
+
+def test_a_stopped_replica_fails_reads_at_once_and_recovers_when_started(replica_stack, client, experiment_id,
+                                                                        monkeypatch):
+    run_id = logged_run(client, experiment_id, lr="0.2")
+    caught_up(replica_stack)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the answer itself, not two minutes of retries
+    replica = replica_stack.container("mysql-replica")
+    docker("stop", replica)
+    try:
+        # No fallback to the primary: every read answers 503, with one generic line and a reference.
+        with pytest.raises(MlflowException, match="503"):
+            client.search_runs([experiment_id])
+        with pytest.raises(MlflowException, match="503"):
+            client.get_run(run_id)
+        # A write that reads first (create_run looks up its experiment) fails the same way;
+        # a plain write to an existing run reaches the primary.
+        with pytest.raises(MlflowException, match="503"):
+            client.create_run(experiment_id)
+        client.log_metric(run_id, "written_while_down", 1.0)
+        assert "cannot reach its database" in missing_service(replica_stack.tracking_uri)
+    finally:
+        docker("start", replica)
+    deadline = time.monotonic() + 120
+    while docker("inspect", "-f", "{{.State.Health.Status}}", replica) != "healthy":
+        assert time.monotonic() < deadline, "the replica was not healthy again within 120 s"
+        time.sleep(1)
+    caught_up(replica_stack)  # it resumes replication by itself
+    assert client.get_run(run_id).data.metrics == {"written_while_down": 1.0}
+    assert missing_service(replica_stack.tracking_uri) is None
+
+
+def test_writes_made_while_the_replica_was_off_are_there_when_it_is_on_again(replica_stack, client, experiment_id):
+    """Without the overlay the primary writes no binary log (MariaDB) or no GTIDs (MySQL), so
+    replication alone would resume past those writes; the setup job compares every table and
+    copies the primary again."""
+    start(replica_stack, "the compose stack with the replica turned off", "0")
+    run_id = logged_run(client, experiment_id, while_off="yes")
+    start(replica_stack, "the compose stack with the replica on again", "1")
+    assert "the replica differs from the primary" in docker("logs", replica_stack.container("setup-read-replica"))
+    assert client.get_run(run_id).data.params == {"while_off": "yes"}
