@@ -10,18 +10,21 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BASE=mlflow-standin/debian:bookworm
+# nginx comes from sid: its upstream servers follow DNS (`resolve`, nginx >= 1.27.3, as in the
+# official nginx:1.28), which compose's server replicas need; bookworm has 1.22, trixie 1.26.
+SID_BASE=mlflow-standin/debian:sid
 RCLONE_VERSION=1.75.2
 
 # shellcheck source=tests/standin_images/debian_rootfs.sh
 source "$HERE/debian_rootfs.sh"
 
-build_base() {
-    docker image inspect "$BASE" >/dev/null 2>&1 && return
-    local rootfs
+build_base() {  # NAME SUITE
+    local name=$1 suite=$2 rootfs
+    docker image inspect "$name" >/dev/null 2>&1 && return
     rootfs="$(mktemp -d)"
-    echo "Building $BASE with debootstrap from $(apt_mirror) (about a minute)"
-    debian_rootfs bookworm "$rootfs"
-    tar -C "$rootfs" -c . | docker import -m "debootstrap --variant=minbase bookworm" - "$BASE" >/dev/null
+    echo "Building $name with debootstrap from $(apt_mirror) (about a minute)"
+    debian_rootfs "$suite" "$rootfs"
+    tar -C "$rootfs" -c . | docker import -m "debootstrap --variant=minbase $suite" - "$name" >/dev/null
     rm -rf "$rootfs"
 }
 
@@ -88,7 +91,8 @@ build_genuine_mysql() {
     build_image "$name" mysql "$rootfs_base" "$id" "$HERE"
 }
 
-build_base
+build_base "$BASE" bookworm
+build_base "$SID_BASE" sid
 fetch_rclone
 # Names and tags: what each stands in for is in standins.env and docs/tests.md.
 set -a
@@ -97,6 +101,6 @@ source "$HERE/standins.env"
 set +a
 build_image "$PYTHON_IMAGE" python
 build_image "$MYSQL_IMAGE" mariadb "$BASE" "" "$HERE"
-build_image "$NGINX_IMAGE" nginx
+build_image "$NGINX_IMAGE" nginx "$SID_BASE"
 build_image "$MINIO_IMAGE" s3
 build_genuine_mysql

@@ -1,7 +1,7 @@
 # debian_rootfs SUITE DEST: a minimal Debian root filesystem (debootstrap --variant=minbase)
 # of SUITE in DEST, fetched from the machine's own Debian mirror, with apt inside set up as
 # here; no downloaded packages or package lists left in it. Sourced, not run; needs root.
-# Used by build.sh (the stand-in images' bookworm base) and mysql/rootfs.sh (genuine MySQL).
+# Used by build.sh (the stand-in images' bookworm and sid bases) and mysql/rootfs.sh (genuine MySQL).
 
 # shellcheck source=tests/apt_mirror.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../apt_mirror.sh"
@@ -26,5 +26,9 @@ debian_rootfs() {
         if [ -f /etc/apt/sources.list ]; then cp /etc/apt/sources.list "$dest/etc/apt/"; fi
     fi
     cp /etc/apt/apt.conf.d/99artifact-registry "$dest/etc/apt/apt.conf.d/" 2>/dev/null || true
+    # sid's Release file is not refreshed on this machine's mirror: apt would call it expired.
+    if [ "$suite" = sid ]; then
+        echo 'Acquire::Check-Valid-Until "false";' >"$dest/etc/apt/apt.conf.d/99mlflow-sid-valid-until"
+    fi
     rm -rf "$dest/var/cache/apt/archives/"*.deb "$dest/var/lib/apt/lists/"*
 }

@@ -34,8 +34,6 @@ build() {  # into $1
     local rootfs=$1 version
     local apt=(chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0)
     debian_rootfs sid "$rootfs"
-    # sid's Release file is not refreshed on this machine's mirror: apt would call it expired.
-    echo 'Acquire::Check-Valid-Until "false";' >"$rootfs/etc/apt/apt.conf.d/99mlflow-sid-valid-until"
     # Only the server and the clients (mysql, mysqladmin, mysqldump), none of their
     # recommendations: the compose healthcheck and backups use the clients.
     { "${apt[@]}" update && "${apt[@]}" install -y --no-install-recommends mysql-server-core mysql-client; } \
