@@ -46,7 +46,8 @@ DUMMY_SECRETS = {
     "ingress.tlsSecret": "dummy-ingress-tls-secret",
 }
 # Everything a scenario can switch on, at once (the custom resources among them).
-EVERYTHING = ["metrics.enabled=true", "metrics.serviceMonitor.enabled=true", "externalSecrets.enabled=true",
+EVERYTHING = ["metrics.enabled=true", "metrics.serviceMonitor.enabled=true",
+              "metrics.serviceMonitor.basicAuthSecret=dummy-prometheus-secret", "externalSecrets.enabled=true",
               "externalSecrets.secretStoreRef.name=vault", "externalSecrets.secrets[0].name=dummy-database-secret",
               "externalSecrets.secrets[0].data[0].secretKey=password",
               "externalSecrets.secrets[0].data[0].remoteRef.key=mlflow/db", "httpRoute.enabled=true",
@@ -152,6 +153,22 @@ def test_shared_mode_needs_a_certificate():
     result = run([helm(), "template", "mlflow", CHART, "-f", REPO_ROOT / "deploy/helm/values-external.yaml",
                   "--set", "shared.enabled=true"])
     assert result.returncode != 0 and "shared.tlsSecret" in result.stderr
+
+
+def test_a_shared_servicemonitor_signs_in_as_an_admin():
+    """A shared server answers /metrics only to admins (tests/test_metrics.py): the
+    ServiceMonitor needs their sign-in, from a Secret, or the chart refuses in one line."""
+    refused = run([helm(), "template", "mlflow", CHART, "-f", REPO_ROOT / "deploy/helm/values-shared-tls.yaml",
+                   "--set", "metrics.serviceMonitor.enabled=true"])
+    assert refused.returncode != 0 and "metrics.serviceMonitor.basicAuthSecret" in refused.stderr
+    monitor, = by_kind(rendered(("values-shared-tls.yaml",), ("metrics.serviceMonitor.enabled=true",
+                                                              "metrics.serviceMonitor.basicAuthSecret=prometheus-mlflow")),
+                       "ServiceMonitor")
+    endpoint, = monitor["spec"]["endpoints"]
+    assert endpoint["basicAuth"] == {"username": {"name": "prometheus-mlflow", "key": "username"},
+                                     "password": {"name": "prometheus-mlflow", "key": "password"}}
+    plain, = by_kind(rendered(("values-external.yaml",), ("metrics.serviceMonitor.enabled=true",)), "ServiceMonitor")
+    assert "basicAuth" not in plain["spec"]["endpoints"][0]
 
 
 def test_nginx_files_are_links_to_the_stacks_own():

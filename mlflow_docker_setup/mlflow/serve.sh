@@ -97,10 +97,22 @@ fi
 # The workers count into files (prometheus_client's multiprocess mode) that would be added
 # to the next start's counts, so each start gets a fresh private folder (mktemp: mode 700)
 # in MLFLOW_RUNTIME_DIR, which goes away with the server (a tmpfs in the container, a
-# folder the twin and local mode remove at stop).
+# folder the twin and local mode remove at stop); that folder is this server's alone, so
+# the folders of its earlier starts go now (a restart in the same container or pod).
 case "${MLFLOW_METRICS:-1}" in
-    1) metrics_dir="$(mktemp -d "${MLFLOW_RUNTIME_DIR:-${TMPDIR:-/tmp}}/metrics.XXXXXX")"
-       set -- --expose-prometheus "$metrics_dir" "$@" ;;
+    1) [ -z "${MLFLOW_RUNTIME_DIR:-}" ] || rm -rf "$MLFLOW_RUNTIME_DIR"/metrics.*
+       metrics_dir="$(mktemp -d "${MLFLOW_RUNTIME_DIR:-${TMPDIR:-/tmp}}/metrics.XXXXXX")"
+       set -- --expose-prometheus "$metrics_dir" "$@"
+       # Prometheus reaches each replica at its own address (compose's DNS for the service
+       # name lists them all), so the Host of a scrape is that address and port: let it
+       # past the host check. Only where the server listens on every interface (the
+       # container); an IP literal is no name a DNS-rebinding page could use.
+       if [ "${MLFLOW_HOST:-0.0.0.0}" = 0.0.0.0 ]; then
+           for address in $(hostname -I 2>/dev/null || true); do
+               case "$address" in *:*) address="[$address]" ;; esac
+               MLFLOW_SERVER_ALLOWED_HOSTS="${MLFLOW_SERVER_ALLOWED_HOSTS},${address}:${MLFLOW_PORT:-5000}"
+           done
+       fi ;;
     0) ;;
     *) echo "serve.sh: MLFLOW_METRICS is '${MLFLOW_METRICS}': set 1 (the server's /metrics, the default) or 0 (none)" >&2
        exit 2 ;;

@@ -169,7 +169,7 @@ mysql+pymysql://{{ .ctx.Values.database.user }}:$(MLFLOW_DB_PASSWORD)@{{ include
 {{/* What serve.sh must write to with a read-only root: /tmp (mktemp, uvicorn), the home
      folder (MLflow's caches), and the runtime folder: in shared mode the auth config with
      the database password, with metrics a fresh metrics folder per start (~40 KB for two
-     workers; it survives a container restart in the pod, hence the room): in memory, as
+     workers; serve.sh removes the one of the container's previous start): in memory, as
      compose's tmpfs. */}}
 {{- define "stack.serverVolumes" -}}
 - name: tmp
@@ -211,6 +211,9 @@ mysql+pymysql://{{ .ctx.Values.database.user }}:$(MLFLOW_DB_PASSWORD)@{{ include
 {{- define "stack.validate" -}}
 {{- if and .Values.shared.enabled (not .Values.shared.tlsSecret) -}}
 {{- fail "shared.enabled needs shared.tlsSecret: a kubernetes.io/tls Secret nginx serves (the shared site is HTTPS only)" -}}
+{{- end -}}
+{{- if and .Values.shared.enabled .Values.metrics.enabled .Values.metrics.serviceMonitor.enabled (not .Values.metrics.serviceMonitor.basicAuthSecret) -}}
+{{- fail "shared mode with a ServiceMonitor needs metrics.serviceMonitor.basicAuthSecret: a Secret with the username and password of an MLflow admin (a shared server lets only admins read /metrics)" -}}
 {{- end -}}
 {{- if and .Values.gc.enabled (lt (int .Values.server.replicas) 1) -}}
 {{- fail "gc needs the tracking server (server.replicas >= 1): it deletes artifacts through it" -}}
