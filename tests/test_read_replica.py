@@ -73,8 +73,11 @@ def client(replica_stack):
 
 
 @pytest.fixture
-def experiment_id(client):
-    return client.create_experiment(f"replica-{uuid.uuid4().hex[:12]}")
+def experiment_id(replica_stack, client):
+    experiment_id = client.create_experiment(f"replica-{uuid.uuid4().hex[:12]}")
+    # create_run reads its experiment from the replica: at once, it can answer 404 (seen here).
+    caught_up(replica_stack)
+    return experiment_id
 
 
 def test_data_from_before_the_replica_is_copied_and_the_replica_refuses_writes(replica_stack, client):
@@ -139,7 +142,9 @@ def fluent(replica_stack):
 
 
 def test_a_lagging_replica_hides_new_runs_and_experiments_until_it_catches_up(replica_stack, client,
-                                                                             experiment_id, fluent, lagging):
+                                                                             experiment_id, fluent, lagging,
+                                                                             monkeypatch):
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     name = f"new-while-lagging-{uuid.uuid4().hex[:8]}"
     # MLflow's set_experiment creates the experiment on the primary, then reads it back from
     # the replica: the known hazard, a 404 for an experiment that was just created.
@@ -149,6 +154,11 @@ def test_a_lagging_replica_hides_new_runs_and_experiments_until_it_catches_up(re
     with pytest.raises(MlflowException, match="not found"):
         client.get_run(run_id)
     assert client.search_runs([experiment_id]) == []
+    # Ending a run first reads it back to print its link: that read fails, and the run is not
+    # ended (MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true skips the read).
+    with pytest.raises(MlflowException, match="not found"):
+        client.set_terminated(run_id)
+    assert sql(replica_stack, "mysql", f"SELECT status FROM mlflow.runs WHERE run_uuid = '{run_id}'") == "RUNNING"
     assert client.get_experiment_by_name(name) is None
     assert sql(replica_stack, "mysql", f"SELECT value FROM mlflow.params WHERE run_uuid = '{run_id}'") == "0.5"
 
