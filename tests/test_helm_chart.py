@@ -297,8 +297,11 @@ def test_server_runs_serve_sh_with_composes_environment(scenario):
     names = list(env)
     assert names.index("POD_IP") < names.index("MLFLOW_SERVER_ALLOWED_HOSTS")  # $(VAR) needs it defined first
     if shared or metrics:  # serve.sh writes the auth config and the metrics folder there
-        runtime = compose_environment("docker-compose.share.yml")["MLFLOW_RUNTIME_DIR"]
-        compose_tmpfs = yaml.safe_load((SETUP / "docker-compose.share.yml").read_text())["services"]["mlflow"]["tmpfs"]
+        # Compose's runtime folder, wherever it is set (the shared overlay, or every stack).
+        files = ("docker-compose.yml", "docker-compose.share.yml")
+        runtime = {k: v for f in files for k, v in compose_environment(f).items()}["MLFLOW_RUNTIME_DIR"]
+        compose_tmpfs = [m for f in files for m in yaml.safe_load((SETUP / f).read_text())["services"]["mlflow"].get(
+            "tmpfs", [])]
         assert env["MLFLOW_RUNTIME_DIR"]["value"] == runtime and runtime in compose_tmpfs
         mount, = [m for m in container["volumeMounts"] if m["mountPath"] == runtime]
         volume, = [v for v in pod_spec(one(docs, "Deployment", "server"))["volumes"] if v["name"] == mount["name"]]
