@@ -124,6 +124,7 @@ start_docker() {
 Tracking stack is up (compose project $COMPOSE_PROJECT_NAME).
   MLflow UI         : $(ui_link "$url")
   MLflow API        : $url   (clients: mlflow.set_tracking_uri("$url"))
+  MLflow servers    : ${MLFLOW_SERVER_REPLICAS:-1} behind nginx (MLFLOW_SERVER_REPLICAS)
   MinIO console     : http://localhost:${MINIO_CONSOLE_PORT}/   (login ${MINIO_ROOT_USER} / MINIO_ROOT_PASSWORD in mlflow_docker_setup/secrets/stack.env)
   MinIO S3 API      : http://localhost:${MINIO_API_PORT}   (this machine only)
 EOF
@@ -187,6 +188,12 @@ http_ok() {
 }
 
 start_local() {
+    if [ "${MLFLOW_SERVER_REPLICAS:-1}" != 1 ]; then
+        die "MLFLOW_SERVER_REPLICAS=$MLFLOW_SERVER_REPLICAS needs the Docker stack (nginx balances over the servers); local mode runs one server. Start Docker, or set MLFLOW_SERVER_REPLICAS=1"
+    fi
+    if [ "${MLFLOW_READ_REPLICA:-0}" = 1 ]; then
+        die "MLFLOW_READ_REPLICA=1 needs the Docker stack (a second MySQL server); local mode keeps its runs in one SQLite file. Start Docker, or set MLFLOW_READ_REPLICA=0"
+    fi
     if sharing; then
         die "MLFLOW_SHARE=1 needs the Docker stack (nginx serves HTTPS, MySQL keeps the users); the local server listens on this machine only. Start Docker, or set MLFLOW_SHARE=0"
     fi

@@ -50,6 +50,11 @@ if docker_stack_here; then
     use_compose
     if [ "$delete_data" -eq 1 ]; then
         compose down --volumes --remove-orphans
+        # Volumes of an overlay this stop was not given (a read replica started with
+        # MLFLOW_READ_REPLICA=1 in the environment only): the project's label finds them.
+        leftover="$(project_volumes)"
+        # shellcheck disable=SC2086  # one argument per volume
+        [ -z "$leftover" ] || docker volume rm $leftover >/dev/null
         echo "Stopped the tracking stack (compose project $COMPOSE_PROJECT_NAME) and deleted its volumes."
     else
         compose down --remove-orphans

@@ -7,7 +7,7 @@ LOCAL_PORT="${MLFLOW_LOCAL_PORT:-5000}"
 PID_FILE="$LOCAL_DIR/mlflow.pid"
 START_TIMEOUT="${MLFLOW_START_TIMEOUT:-180}"
 SERVICES=(mysql minio create-bucket mlflow nginx)
-ONE_SHOT_JOBS=(create-bucket create-auth-database)
+ONE_SHOT_JOBS=(create-bucket create-auth-database setup-read-replica)
 
 die() {
     echo "$(basename "$0"): $*" >&2
@@ -62,9 +62,19 @@ load_stack_env() {
         0|1) ;;
         *) die "MLFLOW_SHARE must be 0 (local only) or 1 (shared: HTTPS and sign-in), not '${MLFLOW_SHARE}'" ;;
     esac
+    # In start-up order: each service waits for those before it.
+    SERVICES=(mysql minio create-bucket)
     if sharing; then
-        SERVICES=(mysql minio create-bucket create-auth-database mlflow nginx)
+        SERVICES+=(create-auth-database)
     fi
+    case "${MLFLOW_READ_REPLICA:-0}" in
+        0) ;;
+        1) SERVICES+=(mysql-replica setup-read-replica) ;;
+        *) die "MLFLOW_READ_REPLICA must be 0 (one database) or 1 (a read replica beside it), not '${MLFLOW_READ_REPLICA}'" ;;
+    esac
+    SERVICES+=(mlflow nginx)
+    [[ "${MLFLOW_SERVER_REPLICAS:-1}" =~ ^[1-9][0-9]*$ ]] \
+        || die "MLFLOW_SERVER_REPLICAS must be a whole number of MLflow servers, 1 or more, not '${MLFLOW_SERVER_REPLICAS}'"
 }
 
 sharing() {
@@ -107,6 +117,9 @@ compose() {
     if sharing; then
         files+=(-f "$STACK_DIR/docker-compose.share.yml")
     fi
+    if [ "${MLFLOW_READ_REPLICA:-0}" = 1 ]; then
+        files+=(-f "$STACK_DIR/docker-compose.read-replica.yml")
+    fi
     if [ "${COMPOSE_CLI:?call use_compose first}" = v2 ]; then
         docker compose --project-directory "$STACK_DIR" "${files[@]}" "$@"
     else
@@ -127,30 +140,37 @@ project_images() {
         --filter "reference=mlflow-tracking-server:*-$COMPOSE_PROJECT_NAME"
 }
 
-# Healthy for long-running services, exited with 0 for the one-shot jobs.
+# Healthy for long-running services, exited with 0 for the one-shot jobs; every
+# container of the service (the mlflow service has MLFLOW_SERVER_REPLICAS).
 service_ok() {
-    local id
-    id="$(compose ps -a -q "$1" 2>/dev/null)"
-    [ -n "$id" ] || return 1
-    if [[ " ${ONE_SHOT_JOBS[*]} " == *" $1 "* ]]; then
-        [ "$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$id")" = "exited 0" ]
-    else
-        [ "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")" = healthy ]
-    fi
+    local ids state
+    ids="$(compose ps -a -q "$1" 2>/dev/null)"
+    [ -n "$ids" ] || return 1
+    while read -r state; do
+        if [[ " ${ONE_SHOT_JOBS[*]} " == *" $1 "* ]]; then
+            [[ "$state" == "exited 0 "* ]] || return 1
+        else
+            [[ "$state" == *" healthy" ]] || return 1
+        fi
+    # shellcheck disable=SC2086  # one argument per container id
+    done < <(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' $ids)
 }
 
-# A service that can no longer become healthy: crashed and restarting, or a one-shot job
-# that failed. Waiting on it would only run out the clock.
+# A service that can no longer become healthy: one of its containers crashed and is
+# restarting, or a one-shot job failed. Waiting on it would only run out the clock.
 service_failed() {
-    local id state
-    id="$(compose ps -a -q "$1" 2>/dev/null)"
-    [ -n "$id" ] || return 1
-    state="$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' "$id")"
-    case "$state" in
-        "exited 0 "*) return 1 ;;
-        exited*|dead*|restarting*) return 0 ;;
-        *) [ "${state##* }" -gt 0 ] ;;
-    esac
+    local ids state
+    ids="$(compose ps -a -q "$1" 2>/dev/null)"
+    [ -n "$ids" ] || return 1
+    while read -r state; do
+        case "$state" in
+            "exited 0 "*) ;;
+            exited*|dead*|restarting*) return 0 ;;
+            *) [ "${state##* }" -gt 0 ] && return 0 ;;
+        esac
+    # shellcheck disable=SC2086  # one argument per container id
+    done < <(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' $ids)
+    return 1
 }
 
 wait_until_healthy() {
@@ -168,13 +188,25 @@ wait_until_healthy() {
     return 1
 }
 
-compose_up_and_wait() {
+# Up with REPLICAS MLflow servers, and wait until every service is healthy.
+compose_up_scaled() {
     if [ "$COMPOSE_CLI" = v2 ]; then
-        compose up -d --remove-orphans --wait --wait-timeout "$START_TIMEOUT"
+        compose up -d --remove-orphans --scale "mlflow=$1" --wait --wait-timeout "$START_TIMEOUT"
     else
         # docker-compose v1 has no --wait: poll the health of each service ourselves.
-        compose up -d --remove-orphans && wait_until_healthy
+        compose up -d --remove-orphans --scale "mlflow=$1" && wait_until_healthy
     fi
+}
+
+# MLFLOW_SERVER_REPLICAS servers behind nginx. A stack not yet running starts with one
+# first: a server's start-up creates or migrates the database's schema (MLFLOW_DB_UPGRADE)
+# and, when shared, the first admin, and two servers doing that at once would collide.
+compose_up_and_wait() {
+    local replicas="${MLFLOW_SERVER_REPLICAS:-1}"
+    if [ "$replicas" -gt 1 ] && [ -z "$(compose ps -q mlflow 2>/dev/null)" ]; then
+        compose_up_scaled 1 || return 1
+    fi
+    compose_up_scaled "$replicas"
 }
 
 port_busy() {

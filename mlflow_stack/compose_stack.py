@@ -121,13 +121,19 @@ class ComposeStack(S3Access, SharedAccess, Outages):
                              "--format", "{{.Repository}}:{{.Tag}}").split(),
         }
 
-    def container(self, service: str) -> str:
-        """The id of the container running a compose service."""
-        found = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
-                       "--filter", f"label=com.docker.compose.service={service}")
+    def containers(self, service: str) -> list[str]:
+        """The ids of a compose service's containers (mlflow has MLFLOW_SERVER_REPLICAS), in
+        the order of their replica number."""
+        found = docker("ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}",
+                       "--filter", f"label=com.docker.compose.service={service}",
+                       "--format", '{{.Label "com.docker.compose.container-number"}} {{.ID}}')
         if not found:
             raise LookupError(f"no container for service {service} in project {self.project}")
-        return found.splitlines()[0]
+        return [line.split()[1] for line in sorted(found.splitlines(), key=lambda line: int(line.split()[0]))]
+
+    def container(self, service: str) -> str:
+        """The id of the container running a compose service (its first replica)."""
+        return self.containers(service)[0]
 
     def health(self) -> dict[str, str]:
         """Each long-running service's health as the engine reports it."""
@@ -191,12 +197,14 @@ class ComposeStack(S3Access, SharedAccess, Outages):
     def container_logs(self, lines: int | None = 40) -> str:
         """Each container's last log lines (all of them: lines=None)."""
         parts = []
-        for service in ("mysql", "minio", "create-bucket", "create-auth-database", "mlflow", "nginx"):
+        for service in ("mysql", "mysql-replica", "setup-read-replica", "minio", "create-bucket",
+                        "create-auth-database", "mlflow", "nginx"):
             try:
-                container = self.container(service)
+                containers = self.containers(service)
             except LookupError:
                 continue
-            result = subprocess.run(["docker", "logs", "--tail", str(lines or "all"), container],
-                                    capture_output=True, text=True, timeout=60)
-            parts.append(f"===== {service} ({container[:12]}) =====\n{result.stdout}{result.stderr}")
+            for container in containers:  # every server replica
+                result = subprocess.run(["docker", "logs", "--tail", str(lines or "all"), container],
+                                        capture_output=True, text=True, timeout=60)
+                parts.append(f"===== {service} ({container[:12]}) =====\n{result.stdout}{result.stderr}")
         return "\n\n".join(parts)

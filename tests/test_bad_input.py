@@ -226,3 +226,24 @@ def test_a_busy_nginx_port_stops_the_compose_start_in_one_line_before_anything(n
         f"start_mlflow.sh: port {port} (NGINX_PORT) is in use by another program: stop it, "
         "or set NGINX_PORT in mlflow_docker_setup/.env")
     assert checkout.resources() == {"containers": [], "networks": [], "volumes": [], "images": []}
+
+
+# -- MLFLOW_SERVER_REPLICAS, MLFLOW_READ_REPLICA ----------------------------------------------------
+@pytest.mark.parametrize("setting, line", [
+    ({"MLFLOW_SERVER_REPLICAS": "three"},
+     "start_mlflow.sh: MLFLOW_SERVER_REPLICAS must be a whole number of MLflow servers, 1 or more, not 'three'"),
+    ({"MLFLOW_SERVER_REPLICAS": "2"},
+     "start_mlflow.sh: MLFLOW_SERVER_REPLICAS=2 needs the Docker stack (nginx balances over the servers); "
+     "local mode runs one server. Start Docker, or set MLFLOW_SERVER_REPLICAS=1"),
+    ({"MLFLOW_READ_REPLICA": "yes"},
+     "start_mlflow.sh: MLFLOW_READ_REPLICA must be 0 (one database) or 1 (a read replica beside it), not 'yes'"),
+    ({"MLFLOW_READ_REPLICA": "1"},
+     "start_mlflow.sh: MLFLOW_READ_REPLICA=1 needs the Docker stack (a second MySQL server); local mode keeps its "
+     "runs in one SQLite file. Start Docker, or set MLFLOW_READ_REPLICA=0"),
+], ids=["replicas-three", "replicas-local", "read-replica-yes", "read-replica-local"])
+def test_scaling_settings_that_cannot_be_started_are_one_line_before_anything(local_env, setting, line):  # noqa: F811
+    result = run("start_mlflow.sh", {**local_env, **setting})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == line
+    assert not os.path.exists(local_env["MLFLOW_LOCAL_DIR"])
+    assert not port_open(int(local_env["MLFLOW_LOCAL_PORT"]))

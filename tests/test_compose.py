@@ -24,6 +24,7 @@ from mlflow_stack.settings import REPO_ROOT, STACK_DIR, STACK_ENV_FILE, stack_en
 from mlflow_stack.stack_secrets import SECRET_NAMES, ensure_tls
 
 SHARE_OVERLAY = STACK_DIR / "docker-compose.share.yml"
+READ_REPLICA_OVERLAY = STACK_DIR / "docker-compose.read-replica.yml"
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,12 @@ def shared_compose(secrets, tmp_path_factory) -> dict:
     cert, key, _ = ensure_tls(tmp_path_factory.mktemp("tls"))
     return compose_config({**secrets, "MLFLOW_TLS_CERT_FILE": str(cert), "MLFLOW_TLS_KEY_FILE": str(key)},
                           STACK_DIR / "docker-compose.yml", SHARE_OVERLAY)
+
+
+@pytest.fixture(scope="module")
+def read_replica_compose(secrets) -> dict:
+    """The stack with the read-replica overlay, as start_mlflow.sh runs it with MLFLOW_READ_REPLICA=1."""
+    return compose_config(secrets, STACK_DIR / "docker-compose.yml", READ_REPLICA_OVERLAY)
 
 
 # docker-compose v1 prints short syntax ("src:dst:mode"), v2 long syntax (mappings).
@@ -161,8 +168,8 @@ def test_no_secret_is_committed_and_compose_will_not_run_without_them():
     assert "run start_mlflow.sh, which generates secrets/stack.env" in result.stderr
 
 
-def test_every_container_is_kept_from_gaining_privileges(compose, shared_compose):
-    for services in (compose["services"], shared_compose["services"]):
+def test_every_container_is_kept_from_gaining_privileges(compose, shared_compose, read_replica_compose):
+    for services in (compose["services"], shared_compose["services"], read_replica_compose["services"]):
         for name, service in services.items():
             assert "no-new-privileges:true" in service.get("security_opt", []), name
 
@@ -189,6 +196,25 @@ def test_sharing_adds_sign_in_its_database_job_and_https(shared_compose, secrets
     assert "https://localhost/health" in nginx["healthcheck"]["test"]
     assert published(services["minio"]) == {("127.0.0.1", 9000), ("127.0.0.1", 9001)}
     assert "ports" not in services["mysql"] and "ports" not in services["mlflow"]
+
+
+def test_the_read_replica_is_the_same_database_image_unpublished_and_set_up_before_mlflow(read_replica_compose):
+    services = read_replica_compose["services"]
+    assert services["mysql-replica"]["image"] == services["mysql"]["image"]
+    assert "ports" not in services["mysql-replica"] and "ports" not in services["setup-read-replica"]
+    assert services["setup-read-replica"]["restart"] == "no"
+    assert services["mlflow"]["depends_on"]["setup-read-replica"] == {"condition": "service_completed_successfully"}
+    assert services["mlflow"]["environment"]["MLFLOW_READ_REPLICA_BACKEND_STORE_URI"].split("@")[1].startswith(
+        "mysql-replica:3306/")
+
+
+def test_nginx_follows_every_server_replica_in_dockers_dns(compose):
+    nginx = compose["services"]["nginx"]
+    assert nginx["environment"]["MLFLOW_UPSTREAM"] == "mlflow:5000 resolve"
+    assert mounts(nginx)[str(STACK_DIR / "nginx" / "docker-dns.conf")] == "/etc/nginx/conf.d/docker-dns.conf"
+    assert "resolver 127.0.0.11 valid=2s" in (STACK_DIR / "nginx" / "docker-dns.conf").read_text()
+    for template in (NGINX_TEMPLATE, NGINX_SHARED_TEMPLATE):
+        assert "zone mlflow_server 64k;\n    server ${MLFLOW_UPSTREAM};" in template.read_text(), template
 
 
 def test_compose_and_twin_share_the_server_script(compose):
