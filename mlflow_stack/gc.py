@@ -38,6 +38,8 @@ UNITS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 # (MLflow's gc checks each run only when it reaches it, after deleting the ones before).
 GC_SCRIPT = r'''
 import os, sys, urllib.request
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's engine set-up lines are no news here
+import requests
 from mlflow.entities import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import _get_store
@@ -81,6 +83,12 @@ try:
 except MlflowException as error:
     # Each run's artifacts go before its rows: what is left is still a deleted run, for the next gc.
     sys.exit("gc: mlflow gc stopped: " + error.message.splitlines()[0])
+except requests.RequestException as error:
+    status = getattr(error.response, "status_code", None)
+    hint = (": sign in as an admin (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)" if status in (401, 403)
+            else "")
+    sys.exit(f"gc: mlflow gc stopped: the tracking server did not delete a run's artifacts "
+             f"({str(error).split('. Response text')[0]}){hint}; that run and the ones after it are kept")
 '''
 
 

@@ -38,13 +38,13 @@ def database(stack):
     return HostMySQL("127.0.0.1", stack.mysql_port, c["MYSQL_USER"], c["MYSQL_PASSWORD"], c["MYSQL_DATABASE"], None)
 
 
-def gc(stack, *args: str) -> subprocess.CompletedProcess:
+def gc(stack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The command as a user runs it: gc_mlflow.sh in the compose stack's checkout; on the
-    twin, the module with the twin's server and database."""
+    twin, the module with the twin's server and database (and ``env``)."""
     if isinstance(stack, ComposeStack):
         shutil.copy2(REPO_ROOT / "gc_mlflow.sh", stack.checkout / "gc_mlflow.sh")  # the checkout has start's files only
         return stack.script("gc_mlflow.sh", *args)
-    env = {**os.environ, **stack.s3_env, "MLFLOW_BACKEND_STORE_URI": stack.backend_store_uri}
+    env = {**os.environ, **stack.s3_env, "MLFLOW_BACKEND_STORE_URI": stack.backend_store_uri, **(env or {})}
     return subprocess.run([sys.executable, "-m", "mlflow_stack.gc", "--tracking-uri", stack.mlflow_uri, *args],
                           env=env, capture_output=True, text=True, timeout=600)
 
@@ -152,7 +152,7 @@ def test_bad_input_stops_in_one_line_and_deletes_nothing(each_stack, three_runs)
     ]
     for args, code, line in refusals:
         result = gc(each_stack, *args)
-        assert (result.returncode, result.stderr.strip().splitlines()[-1:]) == (code, [line]), result.stderr
+        assert (result.returncode, result.stderr.strip().splitlines()) == (code, [line]), result.stderr
         assert state(each_stack, db, runs) == before, args
     # The control: good input deletes, and with --run-ids that run only (MLflow's gc would
     # also take every deleted logged model past the age: both deleted ones here).
@@ -167,3 +167,43 @@ def test_bad_input_stops_in_one_line_and_deletes_nothing(each_stack, three_runs)
                                            if recent not in key}}
     assert len(after["recent"]["objects"]) == 2  # the model's files
     assert after["old"] == before["old"] and after["kept"] == before["kept"]
+
+
+def test_on_a_shared_stack_gc_deletes_through_the_server_as_its_first_admin(shared_twin, tmp_path, monkeypatch):
+    """In a shared compose stack gc runs in the MLflow container, whose environment names the
+    auth database and the first admin's password (docker-compose.share.yml): gc signs in to
+    the server with them to delete the artifacts. Here the shared twin, with those variables;
+    without them the server refuses the deletion, gc stops in one line and the run keeps its
+    rows and files (nothing lost)."""
+    user, password = shared_twin.admin_credentials
+    for name, value in (("MLFLOW_TRACKING_USERNAME", user), ("MLFLOW_TRACKING_PASSWORD", password),
+                        ("MLFLOW_TRACKING_SERVER_CERT_PATH", str(shared_twin.ca_file))):
+        monkeypatch.setenv(name, value)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(shared_twin.tracking_uri)
+    try:
+        run_id, model_id = log_run(mlflow.create_experiment(f"gc-{uuid.uuid4().hex[:12]}"), "shared", tmp_path)
+        MlflowClient().delete_run(run_id)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name)
+    db, runs = database(shared_twin), {"shared": (run_id, model_id)}
+    before = state(shared_twin, db, runs)
+    assert before["shared"]["rows"]["runs"] == 1 and len(before["shared"]["objects"]) == 4
+
+    refused = gc(shared_twin, "--run-ids", run_id, "--older-than", "0s")
+    line, = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and line.startswith(
+        "gc: mlflow gc stopped: the tracking server did not delete a run's artifacts (401 Client Error") and line.endswith(
+        "sign in as an admin (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD); that run and the ones after it "
+        "are kept"), refused.stderr
+    assert state(shared_twin, db, runs) == before
+
+    container_env = {"MLFLOW_AUTH_DATABASE_URI": shared_twin._database_uri(shared_twin.config["MLFLOW_AUTH_DATABASE"]),
+                     "MLFLOW_AUTH_ADMIN_PASSWORD": password}
+    result = gc(shared_twin, "--run-ids", run_id, "--older-than", "0s", env=container_env)
+    assert result.returncode == 0, result.stderr
+    after = state(shared_twin, db, runs)["shared"]
+    assert {table: after["rows"][table] for table in RUN_TABLES} == dict.fromkeys(RUN_TABLES, 0)
+    assert sorted(after["objects"]) == sorted(key for key in before["shared"]["objects"] if model_id in key)
