@@ -214,7 +214,7 @@ def test_nginx_follows_every_server_replica_in_dockers_dns(compose):
     assert mounts(nginx)[str(STACK_DIR / "nginx" / "docker-dns.conf")] == "/etc/nginx/conf.d/docker-dns.conf"
     assert "resolver 127.0.0.11 valid=2s" in (STACK_DIR / "nginx" / "docker-dns.conf").read_text()
     for template in (NGINX_TEMPLATE, NGINX_SHARED_TEMPLATE):
-        assert "zone mlflow_server 64k;\n    server ${MLFLOW_UPSTREAM};" in template.read_text(), template
+        assert re.search(r"zone mlflow_server 64k;[^\n]*\n\s*server \$\{MLFLOW_UPSTREAM\};", template.read_text()), template
 
 
 def test_compose_and_twin_share_the_server_script(compose):
@@ -294,7 +294,8 @@ def test_server_image_pins_match_the_client_environment():
 
     server = pins(SERVE_SCRIPT.parent / "requirements.txt")
     client = pins(REPO_ROOT / "requirements.txt")
-    assert set(server) == {"mlflow", "pymysql", "boto3", "cryptography", "flask-wtf", "wtforms", "uvicorn"}
+    assert set(server) == {"mlflow", "pymysql", "boto3", "cryptography", "flask-wtf", "wtforms", "uvicorn",
+                           "prometheus-flask-exporter", "prometheus_client"}
     for name, version in server.items():
         assert client.get(name) == version, f"{name}: server {version}, client {client.get(name)}"
 
