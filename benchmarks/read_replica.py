@@ -24,18 +24,16 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
-from dotenv import dotenv_values
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from benchmarks.measuring import percentile, spread
+from benchmarks.images import stack_images
 from benchmarks.report import Row, machine, markdown, publish
 from benchmarks.writers import rows as writer_rows
 from benchmarks.writers import WRITER_ENV, run_writers
 from mlflow_stack.compose_stack import ComposeStack
-from mlflow_stack.settings import REPO_ROOT
 
-STANDINS = REPO_ROOT / "tests" / "standin_images"
 SIDES = {"primary only": "0", "with read replica": "1"}
 SEARCH = {"filter_string": "metrics.accuracy > 0.5", "order_by": ["metrics.accuracy DESC"], "max_results": 100}
 MAX_SEARCHES = 100_000  # a bound besides the clock
@@ -123,12 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, help="an env file naming the images (default: the stand-ins)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    if args.images:
-        images_file = args.images
-    else:
-        subprocess.run(["bash", str(STANDINS / "build.sh")], check=True, capture_output=True)
-        images_file = STANDINS / "standins.env"
-    images = {k: v for k, v in dotenv_values(images_file).items() if k.endswith("_IMAGE") and v}
+    images = stack_images(args.images)
     loads: dict[str, list[dict]] = {side: [] for side in SIDES}
     with tempfile.TemporaryDirectory(prefix="read-replica-bench-") as tmp:
         stacks = {side: ComposeStack.fresh_copy(Path(tmp) / f"stack-{flag}", images, MLFLOW_READ_REPLICA=flag)

@@ -472,14 +472,10 @@ def docker_cold_starts(config: Config, workdir: Path) -> list[float]:
     """start_mlflow.sh in fresh copies of this checkout (new project, empty volumes) on the
     stand-in images the Docker tests use; each stack is deleted after. One start more than
     counted comes first: it builds the MLflow server image, which later ones find cached."""
-    from dotenv import dotenv_values
-
+    from benchmarks.images import stack_images
     from mlflow_stack.compose_stack import ComposeStack
-    from mlflow_stack.settings import REPO_ROOT
 
-    standins = REPO_ROOT / "tests" / "standin_images"
-    subprocess.run(["bash", str(standins / "build.sh")], check=True, capture_output=True)
-    images = {k: v for k, v in dotenv_values(standins / "standins.env").items() if v}
+    images = stack_images()
     seconds = []
     for index in range(1 + config.cold_starts):
         stack = ComposeStack.fresh_copy(workdir / f"docker-{index}", images)

@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from dotenv import dotenv_values
 
+from benchmarks.images import stack_images
 from benchmarks.report import Row, machine, markdown, publish
 from benchmarks.writers import rows as writer_rows
 from benchmarks.writers import run_writers
 from mlflow_stack.compose_stack import ComposeStack, docker
-from mlflow_stack.settings import REPO_ROOT
 
-STANDINS = REPO_ROOT / "tests" / "standin_images"
 
 
 def cpu_seconds(container: str) -> float:
@@ -110,12 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, help="an env file naming the images (default: the stand-ins)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    if args.images:
-        images_file = args.images
-    else:
-        subprocess.run(["bash", str(STANDINS / "build.sh")], check=True, capture_output=True)
-        images_file = STANDINS / "standins.env"
-    images = {k: v for k, v in dotenv_values(images_file).items() if k.endswith("_IMAGE") and v}
+    images = stack_images(args.images)
     order = [n for round_ in range(args.rounds) for n in sorted(args.replicas, reverse=round_ % 2 == 1)]
     rounds: list[list[Row]] = []
     with tempfile.TemporaryDirectory(prefix="replicas-bench-") as tmp:
