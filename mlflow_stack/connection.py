@@ -103,9 +103,12 @@ def check_server(tracking_uri: str, timeout: float = 3.0) -> None:
 SEARCH_ONE_EXPERIMENT = "/api/2.0/mlflow/experiments/search?max_results=1"
 
 
-def _api_request(tracking_uri: str, path: str) -> urllib.request.Request:
-    """A request to the server's API, with this client's sign-in when it has one."""
-    request = urllib.request.Request(tracking_uri.rstrip("/") + path)
+def _api_request(tracking_uri: str, path: str, body: dict | None = None) -> urllib.request.Request:
+    """A request to the server's API (a POST of ``body`` as JSON when given), with this
+    client's sign-in when it has one."""
+    request = urllib.request.Request(tracking_uri.rstrip("/") + path,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={} if body is None else {"Content-Type": "application/json"})
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     if user:
         token = base64.b64encode(f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()).decode()
@@ -163,15 +166,18 @@ class ServiceDown(TrackingServerUnavailable):
     """A tracking call failed after all its retries; the message names the missing service."""
 
 
-# A call that touches only the database, and one that touches only the artifact store.
+# A call that touches only the database, one that searches runs (the only reads a read
+# replica answers: mlflow_stack_server/replica_reads.py), and one that touches only the
+# artifact store.
 DATABASE_PROBE = SEARCH_ONE_EXPERIMENT
+SEARCH_PROBE = ("/api/2.0/mlflow/runs/search", {"experiment_ids": ["0"], "max_results": 1})
 ARTIFACT_STORE_PROBE = "/api/2.0/mlflow-artifacts/artifacts?path=outage-probe"
 
 
-def _probe(tracking_uri: str, path: str, timeout: float) -> str | None:
+def _probe(tracking_uri: str, path: str, timeout: float, body: dict | None = None) -> str | None:
     """None if ``path`` answers; else why not: "HTTP <code> <first words>" or the socket error."""
     try:
-        _open(_api_request(tracking_uri, path), _ssl_context(tracking_uri), timeout).close()
+        _open(_api_request(tracking_uri, path, body), _ssl_context(tracking_uri), timeout).close()
         return None
     except urllib.error.HTTPError as error:
         if error.code < 500:  # the service answered; what it said is not an outage
@@ -190,7 +196,8 @@ def missing_service(tracking_uri: str, timeout: float = 10.0) -> str | None:
     """One line naming the service of the stack that does not answer now, or None if all do.
 
     Asked in the order a request travels: nginx (the tracking URI), the MLflow server behind
-    it, its database (a search), its artifact store (a listing through the server).
+    it, its database (an experiments search), the read replica if there is one (a runs
+    search), its artifact store (a listing through the server).
     """
     why = _probe(tracking_uri, "/health", timeout)
     # Refused: nobody listens. A timeout or a 5xx: nginx took the call, its upstream did not answer.
@@ -201,6 +208,11 @@ def missing_service(tracking_uri: str, timeout: float = 10.0) -> str | None:
     why = _probe(tracking_uri, DATABASE_PROBE, timeout)
     if why is not None:
         return f"the MLflow server at {tracking_uri} cannot reach its database, MySQL ({why})"
+    path, body = SEARCH_PROBE
+    why = _probe(tracking_uri, path, timeout, body)
+    if why is not None:
+        return (f"the MLflow server at {tracking_uri} cannot search runs, though its database answers "
+                f"({why}): with MLFLOW_READ_REPLICA=1, the read replica is down")
     why = _probe(tracking_uri, ARTIFACT_STORE_PROBE, timeout)
     if why is not None:
         return f"the MLflow server at {tracking_uri} cannot reach its artifact store, S3/MinIO ({why})"

@@ -2,10 +2,11 @@
 
 One checkout for the module, on the MariaDB stand-in: started first without the replica
 and given a run, then started again with it, as a user turns it on for a stack that
-already holds data. MLflow's server sends every plain read to the replica and every write
-to the primary (docs/read-replica.md), with nothing against lag and no fallback: these
-tests show what that means at the client, and that nothing is silently wrong beyond lag.
-"""
+already holds data. MLflow's own stores send every plain read to the replica, with nothing
+against lag; the stack's send it only searches (mlflow_stack_server/replica_reads.py), so a
+client reads its own writes, and only search results may trail them by the replica's lag.
+There is no fallback: these tests show what a user sees, and that nothing is silently
+wrong beyond that lag."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from client_uri import tracking_uri
 from mlflow_stack.compose_stack import docker
 from mlflow_stack.connection import missing_service
 from starting import checkouts, start_or_fail
@@ -75,8 +77,7 @@ def client(replica_stack):
 @pytest.fixture
 def experiment_id(replica_stack, client):
     experiment_id = client.create_experiment(f"replica-{uuid.uuid4().hex[:12]}")
-    # create_run reads its experiment from the replica: at once, it can answer 404 (seen here).
-    caught_up(replica_stack)
+    caught_up(replica_stack)  # searches of it start from the same state
     return experiment_id
 
 
@@ -90,15 +91,16 @@ def test_data_from_before_the_replica_is_copied_and_the_replica_refuses_writes(r
     assert sql(replica_stack, "mysql-replica", "SELECT @@read_only") == "1"
 
 
-def test_reads_are_answered_from_the_replica_and_writes_reach_the_primary(replica_stack, client, experiment_id):
+def test_searches_are_answered_from_the_replica_other_reads_and_writes_by_the_primary(replica_stack, client,
+                                                                                      experiment_id):
     run_id = client.create_run(experiment_id, run_name="as-logged").info.run_id
     caught_up(replica_stack)
     # A difference only the replica holds (root may write there; sql_log_bin=0 keeps it local).
     sql(replica_stack, "mysql-replica",
         f"SET SESSION sql_log_bin = 0; UPDATE mlflow.runs SET name = 'only-on-the-replica' WHERE run_uuid = '{run_id}'")
     try:
-        assert client.get_run(run_id).info.run_name == "only-on-the-replica"
         assert [run.info.run_name for run in client.search_runs([experiment_id])] == ["only-on-the-replica"]
+        assert client.get_run(run_id).info.run_name == "as-logged"
         client.log_param(run_id, "written", "to the primary")
         assert sql(replica_stack, "mysql", f"SELECT value FROM mlflow.params WHERE run_uuid = '{run_id}'") \
             == "to the primary"
@@ -107,21 +109,20 @@ def test_reads_are_answered_from_the_replica_and_writes_reach_the_primary(replic
             f"SET SESSION sql_log_bin = 0; UPDATE mlflow.runs SET name = 'as-logged' WHERE run_uuid = '{run_id}'")
 
 
-def test_a_read_right_after_a_write_may_lag_but_is_never_wrong(replica_stack, client, experiment_id):
-    """Read-your-writes is not promised: the read at once shows a prefix of what was logged
-    (some of it, or all); once the replica has caught up, exactly all of it."""
+def test_a_client_reads_its_writes_at_once_and_a_search_may_lag_but_is_never_wrong(replica_stack, client,
+                                                                                  experiment_id):
+    """A run read back at once holds all that was logged; a search at once finds the run or
+    not yet (a prefix of what was logged); once the replica has caught up, exactly all of it."""
     run_id = logged_run(client, experiment_id, lr="0.01", layers="3")
     for step in range(5):
         client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
     at_once = client.get_run(run_id).data
-    assert at_once.params.items() <= {"lr": "0.01", "layers": "3"}.items()
-    assert at_once.metrics.get("loss", 0.2) in {1.0 / (step + 1) for step in range(5)}
-    assert len(client.search_runs([experiment_id])) <= 1
-    caught_up(replica_stack)
-    run = client.get_run(run_id)
-    assert run.data.params == {"lr": "0.01", "layers": "3"} and run.data.metrics == {"loss": 0.2}
-    assert [r.info.run_id for r in client.search_runs([experiment_id], "metrics.loss < 0.3")] == [run_id]
+    assert at_once.params == {"lr": "0.01", "layers": "3"} and at_once.metrics == {"loss": 0.2}
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0 / (s + 1) for s in range(5)]
+    found = client.search_runs([experiment_id])
+    assert len(found) <= 1 and all(run.data.params.items() <= {"lr": "0.01", "layers": "3"}.items() for run in found)
+    caught_up(replica_stack)
+    assert [r.info.run_id for r in client.search_runs([experiment_id], "metrics.loss < 0.3")] == [run_id]
 
 
 @pytest.fixture
@@ -135,38 +136,30 @@ def lagging(replica_stack):
 
 @pytest.fixture
 def fluent(replica_stack):
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(replica_stack.tracking_uri)
-    yield mlflow
-    mlflow.set_tracking_uri(previous)
+    with tracking_uri(replica_stack.tracking_uri):
+        yield mlflow
 
 
-def test_a_lagging_replica_hides_new_runs_and_experiments_until_it_catches_up(replica_stack, client,
-                                                                             experiment_id, fluent, lagging,
-                                                                             monkeypatch):
+def test_a_lagging_replica_delays_only_search_results(replica_stack, client, experiment_id, fluent, lagging,
+                                                     monkeypatch):
     monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     name = f"new-while-lagging-{uuid.uuid4().hex[:8]}"
-    # MLflow's set_experiment creates the experiment on the primary, then reads it back from
-    # the replica: the known hazard, a 404 for an experiment that was just created.
-    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST|No Experiment"):
-        fluent.set_experiment(name)
-    run_id = logged_run(client, experiment_id, lr="0.5")  # writes go to the primary: accepted
-    with pytest.raises(MlflowException, match="not found"):
-        client.get_run(run_id)
-    assert client.search_runs([experiment_id]) == []
-    # Ending a run first reads it back to print its link: that read fails, and the run is not
-    # ended (MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true skips the read).
-    with pytest.raises(MlflowException, match="not found"):
-        client.set_terminated(run_id)
-    assert sql(replica_stack, "mysql", f"SELECT status FROM mlflow.runs WHERE run_uuid = '{run_id}'") == "RUNNING"
-    assert client.get_experiment_by_name(name) is None
-    assert sql(replica_stack, "mysql", f"SELECT value FROM mlflow.params WHERE run_uuid = '{run_id}'") == "0.5"
+    # With MLflow's own stores, set_experiment answered 404 here (it reads back from the
+    # replica the experiment it has just created) and set_terminated failed, leaving the run
+    # RUNNING: both read the primary now.
+    experiment = fluent.set_experiment(name)
+    run_id = logged_run(client, experiment.experiment_id, lr="0.5")
+    assert client.get_run(run_id).data.params == {"lr": "0.5"}
+    client.set_terminated(run_id)
+    assert sql(replica_stack, "mysql", f"SELECT status FROM mlflow.runs WHERE run_uuid = '{run_id}'") == "FINISHED"
+    model = f"model-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(model)
+    assert client.get_registered_model(model).name == model  # the registry reads the primary too
+    assert client.search_runs([experiment.experiment_id]) == []  # the replica has not applied it yet
 
     sql(replica_stack, "mysql-replica", "START REPLICA SQL_THREAD")
     caught_up(replica_stack)
-    assert client.get_run(run_id).data.params == {"lr": "0.5"}
-    assert client.get_experiment_by_name(name) is not None
-    assert fluent.set_experiment(name).name == name
+    assert [run.info.run_id for run in client.search_runs([experiment.experiment_id])] == [run_id]
 
 
 def test_a_stopped_replica_fails_reads_at_once_and_recovers_when_started(replica_stack, client, experiment_id,
@@ -177,17 +170,17 @@ def test_a_stopped_replica_fails_reads_at_once_and_recovers_when_started(replica
     replica = replica_stack.container("mysql-replica")
     docker("stop", replica)
     try:
-        # No fallback to the primary: every read answers 503, with one generic line and a reference.
+        # No fallback to the primary for searches: they answer 503, in one line. Everything
+        # else goes to the primary and works: reading a run, starting one, logging.
         with pytest.raises(MlflowException, match="503"):
             client.search_runs([experiment_id])
-        with pytest.raises(MlflowException, match="503"):
-            client.get_run(run_id)
-        # A write that reads first (create_run looks up its experiment) fails the same way;
-        # a plain write to an existing run reaches the primary.
-        with pytest.raises(MlflowException, match="503"):
-            client.create_run(experiment_id)
+        assert client.get_run(run_id).data.params == {"lr": "0.2"}
+        client.set_terminated(client.create_run(experiment_id).info.run_id)
         client.log_metric(run_id, "written_while_down", 1.0)
-        assert "cannot reach its database" in missing_service(replica_stack.tracking_uri)
+        named = missing_service(replica_stack.tracking_uri)
+        assert named.startswith(f"the MLflow server at {replica_stack.tracking_uri} cannot search runs, though "
+                                "its database answers (HTTP 503"), named
+        assert named.endswith("with MLFLOW_READ_REPLICA=1, the read replica is down"), named
     finally:
         docker("start", replica)
     deadline = time.monotonic() + 120
@@ -195,7 +188,8 @@ def test_a_stopped_replica_fails_reads_at_once_and_recovers_when_started(replica
         assert time.monotonic() < deadline, "the replica was not healthy again within 120 s"
         time.sleep(1)
     caught_up(replica_stack)  # it resumes replication by itself
-    assert client.get_run(run_id).data.metrics == {"written_while_down": 1.0}
+    assert [run.data.metrics for run in client.search_runs([experiment_id], f"attributes.run_id = '{run_id}'")] \
+        == [{"written_while_down": 1.0}]
     assert missing_service(replica_stack.tracking_uri) is None
 
 

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
 from mlflow_stack.compose_stack import ComposeStack
 from mlflow_stack_server.fast_sql_store import FastSqlAlchemyStore
-from mlflow_stack_server.tracking_store import STORE_SWITCH, build_tracking_store
+from mlflow_stack_server.tracking_store import STORE_SWITCH, build_registry_store, build_tracking_store
 
 SERVED_LINE = "mlflow-stack-server: tracking store FastSqlAlchemyStore"
 
@@ -52,6 +54,53 @@ def test_a_read_replica_given_to_the_server_is_still_used(tmp_path, monkeypatch)
     store = build_tracking_store(primary, str(tmp_path))
     assert isinstance(store, FastSqlAlchemyStore)
     assert str(store.read_engine.url) == replica != str(store.engine.url)
+
+
+@pytest.fixture
+def replica_that_replicates_nothing(tmp_path, monkeypatch):
+    """A primary and a "replica" that are two databases of their own, so where each read
+    went shows: the replica holds one run the primary does not. Yields (primary, that run)."""
+    from mlflow.server.constants import READ_REPLICA_BACKEND_STORE_URI_ENV_VAR
+
+    primary, replica = f"sqlite:///{tmp_path}/primary.db", f"sqlite:///{tmp_path}/replica.db"
+    SqlAlchemyStore(primary, str(tmp_path))  # MLflow's schema and Default experiment in each
+    only_there = SqlAlchemyStore(replica, str(tmp_path)).create_run("0", "u", 0, [], "only-on-the-replica")
+    monkeypatch.setenv(READ_REPLICA_BACKEND_STORE_URI_ENV_VAR, replica)
+    yield primary, only_there.info.run_id
+
+
+def test_with_a_read_replica_the_stacks_store_reads_only_searches_from_it(replica_that_replicates_nothing,
+                                                                          tmp_path, monkeypatch):
+    """A client reads its own writes back (MLflow's store would read them from the replica,
+    where a lagging one lacks them); searches come from the replica."""
+    primary, only_on_replica = replica_that_replicates_nothing
+    store = build_tracking_store(primary, str(tmp_path))
+    run_id = store.create_run("0", "u", 0, [], "on-the-primary").info.run_id
+    assert store.get_run(run_id).info.run_name == "on-the-primary"
+    assert store.get_experiment_by_name("Default") is not None
+    assert [run.info.run_id for run in store.search_runs(["0"], "", ViewType.ALL)] == [only_on_replica]
+    with pytest.raises(MlflowException, match="not found"):
+        store.get_run(only_on_replica)
+    monkeypatch.setenv(STORE_SWITCH, "stock")
+    stock = build_tracking_store(primary, str(tmp_path))
+    with pytest.raises(MlflowException, match="not found"):
+        stock.get_run(run_id)  # MLflow's routing: every read from the replica
+    assert stock.get_run(only_on_replica).info.run_name == "only-on-the-replica"
+
+
+@pytest.mark.parametrize("uri", ["mysql+pymysql://u:p@127.0.0.1:1/mlflow", "sqlite:///x.db"])
+def test_the_model_registry_reads_from_the_primary_even_with_a_read_replica(replica_that_replicates_nothing,
+                                                                           monkeypatch, uri):
+    """register_model reads back the version it created: never from a lagging replica."""
+    from mlflow.server.handlers import _model_registry_store_registry as server_registry
+    from mlflow.tracking._model_registry.utils import _get_store_registry
+
+    assert server_registry.get_store_builder(uri) is build_registry_store
+    assert _get_store_registry().get_store_builder(uri) is build_registry_store
+    primary, _ = replica_that_replicates_nothing
+    assert build_registry_store(primary).read_engine is None
+    monkeypatch.setenv(STORE_SWITCH, "stock")
+    assert build_registry_store(primary).read_engine is not None
 
 
 def test_workspaces_get_mlflows_workspace_aware_store(tmp_path, monkeypatch):

@@ -370,21 +370,33 @@ FAST_STORE_REPLACES = {
     "SqlAlchemyStore._log_params": "35754b45b5a5d30a",
     "SqlAlchemyStore._set_tags": "a47520dc63cd5d01",
     "TrackingStoreRegistryWrapper._get_sqlalchemy_store": "7e6d626580ab91f4",
+    # With a read replica: what replica_reads.py re-makes (the session routing MLflow sets up
+    # in the stores' constructors) and tracking_store.py's registry builder.
+    "SqlAlchemyStore.__init__": "bdd2e1a3d33927c3",
+    "RegistrySqlAlchemyStore.__init__": "b9b2486e52a57d94",
+    "db_utils._get_routing_session_maker": "1df525f636ca97fe",
+    "db_utils._get_managed_session_maker": "1f18307528cb24b6",
+    "ModelRegistryStoreRegistryWrapper._get_sqlalchemy_store": "b703f8862eabc611",
 }
 
 
 def test_the_mlflow_code_the_fast_store_replaces_is_the_code_it_was_proven_against():
     """An MLflow upgrade that changes a method the stack's store overrides (or the server's
-    choice of store class, which its builder makes again) fails here, by name: re-read the
-    change, carry it into fast_sql_store.py / tracking_store.py, re-run
+    choice of store class, which its builders make again, or the read-replica routing that
+    replica_reads.py re-makes) fails here, by name: re-read the change, carry it into
+    fast_sql_store.py / tracking_store.py / replica_reads.py, re-run
     tests/test_store_equality.py, then record the new digests."""
     import hashlib
     import inspect
 
-    from mlflow.server.handlers import TrackingStoreRegistryWrapper
+    from mlflow.server.handlers import ModelRegistryStoreRegistryWrapper, TrackingStoreRegistryWrapper
+    from mlflow.store.db import utils as db_utils
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistrySqlAlchemyStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    owners = {"SqlAlchemyStore": SqlAlchemyStore, "TrackingStoreRegistryWrapper": TrackingStoreRegistryWrapper}
+    owners = {"SqlAlchemyStore": SqlAlchemyStore, "TrackingStoreRegistryWrapper": TrackingStoreRegistryWrapper,
+              "RegistrySqlAlchemyStore": RegistrySqlAlchemyStore, "db_utils": db_utils,
+              "ModelRegistryStoreRegistryWrapper": ModelRegistryStoreRegistryWrapper}
     digests = {}
     for name in FAST_STORE_REPLACES:
         owner, method = name.split(".")

@@ -14,6 +14,8 @@ tests/test_upgrade.py fails when a new MLflow changes the code these methods rep
   changed key is written by one DELETE and one multi-row INSERT for the whole batch, not one
   UPDATE per key (PyMySQL sends an ``executemany`` of UPDATEs row by row).
 - ``log_batch``: one transaction for params, metrics and tags (MLflow opens one per part).
+- With a read replica, only searches read from it (replica_reads.py): MLflow reads
+  everything there, and a client reading back its own writes could miss them.
 """
 
 import random
@@ -50,6 +52,8 @@ from mlflow.utils.validation import (
     _validate_run_id,
 )
 
+from mlflow_stack_server.replica_reads import searching, send_only_searches_to_the_replica
+
 # MLflow binds at most this many keys in one IN list (latest_metrics lookups).
 _KEYS_PER_STATEMENT = 500
 # A batch that meets a stored row (a metric logged before, or a concurrent writer's new key)
@@ -72,7 +76,19 @@ def _is_newer(metric, than):
 
 
 class FastSqlAlchemyStore(SqlAlchemyStore):
+    def __init__(self, db_uri, default_artifact_root, read_db_uri=None):
+        super().__init__(db_uri, default_artifact_root, read_db_uri=read_db_uri)
+        send_only_searches_to_the_replica(self)
+
     def _search_runs(
+        self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+    ):
+        with searching():
+            return self._search_runs_page(
+                experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+            )
+
+    def _search_runs_page(
         self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
     ):
         self._validate_max_results_param(max_results, allow_null=True)
