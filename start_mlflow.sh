@@ -212,6 +212,8 @@ start_local() {
         die "port $LOCAL_PORT is in use by another program: stop it, or pick another port: MLFLOW_LOCAL_PORT=5001 bash start_mlflow.sh"
     fi
     mkdir -p "$LOCAL_DIR/artifacts"
+    # serve.sh's private files (the metrics' counters), removed at stop.
+    rm -rf "$LOCAL_DIR/run" && mkdir -m 700 "$LOCAL_DIR/run"
     # A file:// destination (not a bare path) is served by mlflow-stack-server's
     # repository, which answers a full disk with 507 instead of a retried 500.
     local artifacts
@@ -219,7 +221,7 @@ start_local() {
     # setsid: the server and its workers form one process group that stop_mlflow.sh ends.
     MLFLOW_BACKEND_STORE_URI="sqlite:///$LOCAL_DIR/mlflow.db" \
     MLFLOW_ARTIFACTS_DESTINATION="file://$artifacts" \
-    MLFLOW_HOST=127.0.0.1 MLFLOW_PORT="$LOCAL_PORT" \
+    MLFLOW_HOST=127.0.0.1 MLFLOW_PORT="$LOCAL_PORT" MLFLOW_RUNTIME_DIR="$LOCAL_DIR/run" \
     PATH="$(dirname "$mlflow_bin"):$PATH" \
         setsid sh "$STACK_DIR/mlflow/serve.sh" >>"$LOCAL_DIR/mlflow.log" 2>&1 </dev/null &
     echo $! >"$PID_FILE"

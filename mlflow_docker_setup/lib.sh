@@ -231,4 +231,5 @@ stop_local_server() {
     done
     kill -KILL -- "-$pid" 2>/dev/null || true
     rm -f "$PID_FILE"
+    rm -rf "$LOCAL_DIR/run"
 }

@@ -183,7 +183,12 @@ class Service:
 def serve_script_service(env: dict[str, str], port: int, log_path: Path, python: Path = Path(sys.executable),
                          argv: list[str] | None = None, name: str = "mlflow") -> Service:
     """An MLflow server on 127.0.0.1:`port`, run by serve.sh (or `argv`) with the `mlflow` of
-    `python`'s environment, `env` added to this one's; not yet started."""
+    `python`'s environment, `env` added to this one's; not yet started. serve.sh's private
+    files go beside the log unless `env` names MLFLOW_RUNTIME_DIR."""
+    if "MLFLOW_RUNTIME_DIR" not in env:
+        runtime_dir = log_path.with_name(log_path.stem + ".run")
+        runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env = {**env, "MLFLOW_RUNTIME_DIR": str(runtime_dir)}
     return Service(name=name, argv=argv or ["sh", str(SERVE_SCRIPT)], log_path=log_path,
                    ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
                    env={**env, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port),

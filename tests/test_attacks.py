@@ -578,7 +578,7 @@ def test_no_password_reaches_a_log(shared_stack):
 def test_the_auth_config_lives_only_while_the_server_runs_and_no_password_shows_in_ps(tmp_path):
     twin = LocalStack(tmp_path / "work", share=True, secrets_dir=tmp_path / "secrets")
     with twin.start():
-        configs = list(twin.runtime_dir.iterdir())
+        configs = [path for path in twin.runtime_dir.iterdir() if path.name.startswith("basic_auth.")]
         assert len(configs) == 1 and stat.S_IMODE(configs[0].stat().st_mode) == 0o600
         assert stat.S_IMODE(twin.runtime_dir.stat().st_mode) == 0o700
         processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout

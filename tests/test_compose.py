@@ -217,6 +217,19 @@ def test_nginx_follows_every_server_replica_in_dockers_dns(compose):
         assert re.search(r"zone mlflow_server 64k;[^\n]*\n\s*server \$\{MLFLOW_UPSTREAM\};", template.read_text()), template
 
 
+def test_the_servers_runtime_tmpfs_belongs_to_the_images_user(compose):
+    """serve.sh writes there as the image's user; Docker resets a restarted container's tmpfs
+    mode, so the mount names its owner: the Dockerfile's uid, which the chart runs as too."""
+    build = compose["services"]["mlflow"]["build"]
+    dockerfile = (Path(build["context"]) / build.get("dockerfile", "Dockerfile")).read_text()
+    uid = re.search(r"useradd --uid (\d+) --create-home mlflow", dockerfile).group(1)
+    runtime = compose["services"]["mlflow"]["environment"]["MLFLOW_RUNTIME_DIR"]
+    mount, = [m for m in compose["services"]["mlflow"]["tmpfs"] if m.split(":")[0] == runtime]
+    assert set(mount.split(":")[1].split(",")) == {f"uid={uid}", f"gid={uid}", "mode=0700"}
+    chart = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "mlflow-stack" / "values.yaml").read_text())
+    assert str(chart["podSecurityContext"]["runAsUser"]) == uid
+
+
 def test_compose_and_twin_share_the_server_script(compose):
     """The image's entrypoint is serve.sh, the file the twin runs; it holds every flag."""
     build = compose["services"]["mlflow"]["build"]
