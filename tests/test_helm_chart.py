@@ -300,14 +300,33 @@ def test_server_runs_serve_sh_with_composes_environment(scenario):
         # Compose's runtime folder, wherever it is set (the shared overlay, or every stack).
         files = ("docker-compose.yml", "docker-compose.share.yml")
         runtime = {k: v for f in files for k, v in compose_environment(f).items()}["MLFLOW_RUNTIME_DIR"]
-        compose_tmpfs = [m for f in files for m in yaml.safe_load((SETUP / f).read_text())["services"]["mlflow"].get(
-            "tmpfs", [])]
+        compose_tmpfs = [m.split(":")[0] for f in files
+                         for m in yaml.safe_load((SETUP / f).read_text())["services"]["mlflow"].get("tmpfs", [])]
         assert env["MLFLOW_RUNTIME_DIR"]["value"] == runtime and runtime in compose_tmpfs
         mount, = [m for m in container["volumeMounts"] if m["mountPath"] == runtime]
         volume, = [v for v in pod_spec(one(docs, "Deployment", "server"))["volumes"] if v["name"] == mount["name"]]
         assert volume["emptyDir"]["medium"] == "Memory"  # compose's tmpfs: never on disk
     probes = [container[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
     assert probes == ["/health"] * 3
+
+
+def test_a_read_replica_is_the_databases_url_with_the_replicas_host():
+    """As compose's read-replica overlay sets it: the same user, password and database, and
+    the replica's host; no replica unless one is named."""
+    values = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "values-replicas.yaml").read_text())["database"]
+    container, = pod_spec(one(scenario_docs("values-replicas.yaml"), "Deployment", "server"))["containers"]
+    env = env_of(container)
+    primary = env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    replica = env["MLFLOW_READ_REPLICA_BACKEND_STORE_URI"]["value"]
+    assert replica == primary.replace(f"@{values['host']}:", f"@{values['readReplica']['host']}:") != primary
+    assert "$(MLFLOW_DB_PASSWORD)@" in replica  # the Secret's password, expanded by the kubelet
+    overlay = compose_environment("docker-compose.read-replica.yml")["MLFLOW_READ_REPLICA_BACKEND_STORE_URI"]
+    assert overlay.startswith("mysql+pymysql://") and replica.startswith("mysql+pymysql://")
+    assert overlay.rsplit("?", 1)[1] == replica.rsplit("?", 1)[1]
+    for scenario in set(SCENARIOS) - {"values-replicas.yaml"}:
+        for doc in scenario_docs(scenario):
+            for container in pod_spec(doc)["containers"] if doc["kind"] in ("Deployment", "Job", "CronJob") else ():
+                assert "MLFLOW_READ_REPLICA_BACKEND_STORE_URI" not in env_of(container), scenario
 
 
 def test_migration_is_serve_sh_with_db_upgrade_as_a_hook():
@@ -371,6 +390,8 @@ def container_env_here(container: dict, tmp_path: Path, pod_ip: str) -> dict[str
     for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI"):
         if name in env:
             env[name] = f"sqlite:///{tmp_path / name.lower()}.db"
+    if "MLFLOW_READ_REPLICA_BACKEND_STORE_URI" in env:  # a replica that never lags: the same file
+        env["MLFLOW_READ_REPLICA_BACKEND_STORE_URI"] = env["MLFLOW_BACKEND_STORE_URI"]
     return env
 
 

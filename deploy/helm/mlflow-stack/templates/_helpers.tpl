@@ -76,7 +76,7 @@ pre-install,pre-upgrade
 {{/* A database URL: the password is the env var MLFLOW_DB_PASSWORD, which the kubelet
      expands from the Secret at start ($(VAR)), so it is never in a manifest. */}}
 {{- define "stack.dbUri" -}}
-mysql+pymysql://{{ .ctx.Values.database.user }}:$(MLFLOW_DB_PASSWORD)@{{ include "stack.mysqlHost" .ctx }}:{{ .ctx.Values.database.port }}/{{ .db }}?charset=utf8mb4
+mysql+pymysql://{{ .ctx.Values.database.user }}:$(MLFLOW_DB_PASSWORD)@{{ .host | default (include "stack.mysqlHost" .ctx) }}:{{ .port | default .ctx.Values.database.port }}/{{ .db }}?charset=utf8mb4
 {{- end -}}
 
 {{/* serve.sh's default allowed hosts for the public host name, plus the names the
@@ -109,6 +109,10 @@ mysql+pymysql://{{ .ctx.Values.database.user }}:$(MLFLOW_DB_PASSWORD)@{{ include
       key: {{ $v.database.passwordKey }}
 - name: MLFLOW_BACKEND_STORE_URI
   value: {{ include "stack.dbUri" (dict "ctx" .ctx "db" $v.database.name) | quote }}
+{{- with $v.database.readReplica.host }}
+- name: MLFLOW_READ_REPLICA_BACKEND_STORE_URI
+  value: {{ include "stack.dbUri" (dict "ctx" $.ctx "db" $v.database.name "host" . "port" $v.database.readReplica.port) | quote }}
+{{- end }}
 - name: MLFLOW_ARTIFACTS_DESTINATION
   value: {{ include "stack.artifactsDestination" .ctx | quote }}
 {{- with include "stack.s3Endpoint" .ctx }}
