@@ -22,6 +22,7 @@ import mlflow  # noqa: E402  (after the variable above, which MLflow reads at im
 import pytest
 from dotenv import dotenv_values
 
+from client_uri import tracking_uri
 from mlflow_stack.compose_stack import docker_engine_answers
 from mlflow_stack.local_stack import LocalStack, RunningStack
 from mlflow_stack.connection import CLIENT_RETRY_DEFAULTS
@@ -96,21 +97,18 @@ def pytest_configure(config):
 def clients_pointed_at(running):
     """Clients in this process and in notebook kernels started by the tests find the stack
     here, with the retry settings the notebooks get from check_tracking_server()."""
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", *CLIENT_RETRY_DEFAULTS)}
-    previous_uri = mlflow.get_tracking_uri()
-    os.environ["MLFLOW_TRACKING_URI"] = running.tracking_uri
+    saved = {name: os.environ.get(name) for name in CLIENT_RETRY_DEFAULTS}
     for name, value in CLIENT_RETRY_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    mlflow.set_tracking_uri(running.tracking_uri)
     try:
-        yield running
+        with tracking_uri(running.tracking_uri):  # MLFLOW_TRACKING_URI too, for kernels
+            yield running
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        mlflow.set_tracking_uri(previous_uri)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.db.utils import _get_latest_schema_revision
 from packaging.version import Version
 
+from client_uri import tracking_uri
 from client_venvs import CACHE, venv_python
 from mlflow_stack.backup import (ARTIFACTS, CHECKSUM, MANIFEST, ArchiveWriter, DirectoryArtifacts, HostMySQL,
                                       S3Artifacts, SQLiteStore, Stack, create_backup, open_verified, restore_backup,
@@ -58,12 +59,8 @@ OLDER = min(OLD_SERVERS, key=Version)
 # -- a data set with every kind of record --------------------------------------------------------------
 @contextlib.contextmanager
 def tracking_at(uri: str):
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with tracking_uri(uri):
         yield MlflowClient(uri, registry_uri=uri)
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def seed(uri: str) -> dict:

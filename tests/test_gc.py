@@ -19,6 +19,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from client_uri import tracking_uri
 from mlflow_stack.backup import ContainerMySQL, HostMySQL
 from mlflow_stack.compose_stack import ComposeStack
 from mlflow_stack.local_stack import LocalStack
@@ -179,13 +180,9 @@ def test_on_a_shared_stack_gc_deletes_through_the_server_as_its_first_admin(shar
     for name, value in (("MLFLOW_TRACKING_USERNAME", user), ("MLFLOW_TRACKING_PASSWORD", password),
                         ("MLFLOW_TRACKING_SERVER_CERT_PATH", str(shared_twin.ca_file))):
         monkeypatch.setenv(name, value)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(shared_twin.tracking_uri)
-    try:
+    with tracking_uri(shared_twin.tracking_uri):
         run_id, model_id = log_run(mlflow.create_experiment(f"gc-{uuid.uuid4().hex[:12]}"), "shared", tmp_path)
         MlflowClient().delete_run(run_id)
-    finally:
-        mlflow.set_tracking_uri(previous)
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(name)
     db, runs = database(shared_twin), {"shared": (run_id, model_id)}
