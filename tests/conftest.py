@@ -57,6 +57,25 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(marker)
 
 
+def markers_missing(reached: set[str], markers: set[str]) -> dict[str, list[str]]:
+    """marker -> the fixtures reached that call for it, for each marker the test lacks."""
+    return {marker: sorted(reached & fixtures) for marker, fixtures in FIXTURE_MARKERS.items()
+            if reached & fixtures and marker not in markers}
+
+
+@pytest.fixture(autouse=True)
+def _markers_cover_the_fixtures_reached(request):
+    """The guard of the hook above: a fixture reached at run time (request.getfixturevalue)
+    is outside the closure the markers come from, so a test that reached one without its
+    marker fails, and `-m "not stack"` cannot start a stack unseen. Name the fixture that
+    reaches it in FIXTURE_MARKERS, or mark the parameter that leads there."""
+    yield
+    missing = markers_missing(set(request.fixturenames), {mark.name for mark in request.node.iter_markers()})
+    if missing:
+        pytest.fail(f"{request.node.nodeid} reached fixtures at run time without their markers: {missing}",
+                    pytrace=False)
+
+
 # Time per marker and per file, printed after every run (docs/tests.md's table comes from it):
 # setup, call and teardown of each test, so a session fixture's start-up counts for the first
 # test using it. A test with several markers counts under each; "none" is the rest.
