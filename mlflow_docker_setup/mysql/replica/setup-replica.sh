@@ -80,15 +80,39 @@ replicate_and_catch_up() {
     fi
 }
 
-# Every table's checksum, the same on both servers. Replication alone cannot promise it: a
-# primary started without this overlay (MLFLOW_READ_REPLICA=0) wrote without a binary
-# log (MariaDB) or GTIDs (MySQL), and a replica resuming after that would silently lack
-# those writes.
+# Every table's checksum, the same on both servers at one GTID position. Replication alone
+# cannot promise it: a primary started without this overlay (MLFLOW_READ_REPLICA=0) wrote
+# without a binary log (MariaDB) or GTIDs (MySQL), and a replica resuming after that would
+# silently lack those writes. One position, because MLflow may be writing meanwhile (a start
+# on a running stack): the primary's position and checksums are taken in one session under a
+# brief read lock (writers wait, nothing fails), and the replica's once it has applied
+# exactly up to that position (its applier paused first, so it cannot be past it).
 same_data() {
     tables="$(primary -e "SET SESSION group_concat_max_len = 1048576; SELECT GROUP_CONCAT(CONCAT('\`', table_schema, '\`.\`', table_name, '\`'))
                           FROM information_schema.tables
                           WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ($SYSTEM_SCHEMAS)")"
-    [ "$tables" = NULL ] || [ "$(primary -e "CHECKSUM TABLE $tables")" = "$(replica -e "CHECKSUM TABLE $tables")" ]
+    [ "$tables" != NULL ] || return 0
+    if [ "$flavor" = mysql ]; then gtids='@@GLOBAL.gtid_executed'; else gtids='@@GLOBAL.gtid_binlog_pos'; fi
+    # Called as a condition, where sh ignores set -e: each step checks itself.
+    replica -e "STOP REPLICA" || fail "could not pause the replica to compare it"
+    at_primary="$(primary -e "FLUSH TABLES WITH READ LOCK; SELECT $gtids; CHECKSUM TABLE $tables; UNLOCK TABLES")" \
+        || fail "could not checksum the primary's tables"
+    position="$(printf '%s\n' "$at_primary" | head -n 1)"  # batch mode escapes newlines: one line
+    if [ -n "$position" ]; then
+        # MariaDB takes UNTIL MASTER_GTID_POS only with both threads stopped; MySQL's UNTIL
+        # holds the applier, its receiver goes on.
+        if [ "$flavor" = mysql ]; then
+            replica -e "START REPLICA UNTIL SQL_AFTER_GTIDS = '$position'" || fail "could not resume the replica"
+            reached="$(replica -e "SELECT WAIT_FOR_EXECUTED_GTID_SET('$position', 120)")"
+        else
+            replica -e "START REPLICA UNTIL MASTER_GTID_POS = '$position'" || fail "could not resume the replica"
+            reached="$(replica -e "SELECT MASTER_GTID_WAIT('$position', 120)")"
+        fi
+        [ "$reached" = 0 ] || fail "the replica did not reach the primary's position $position within 120 s"
+    fi
+    at_replica="$(replica -e "CHECKSUM TABLE $tables")" || fail "could not checksum the replica's tables"
+    replica -e "STOP REPLICA; START REPLICA" || fail "could not restart replication"  # past the UNTIL
+    [ "$(printf '%s\n' "$at_primary" | tail -n +2)" = "$at_replica" ]
 }
 
 if [ -z "$(replica -e 'SHOW REPLICA STATUS')" ]; then
@@ -99,6 +123,6 @@ if ! same_data; then
     echo "the replica differs from the primary (it missed writes made without it)"
     copy_primary
     replicate_and_catch_up
-    same_data || fail "the replica still differs from the primary after copying it: is something writing to the primary during start-up?"
+    same_data || fail "the replica still differs from the primary after copying it"
 fi
 echo "read replica is replicating (caught up at $position, every table checked)"
