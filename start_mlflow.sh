@@ -83,6 +83,8 @@ start_docker() {
     LOG_DIR="$(mktemp -d)"
     trap 'rm -rf "$LOG_DIR"' EXIT
     echo "Starting the tracking stack with Docker (compose project $COMPOSE_PROJECT_NAME)"
+    local was_running=""
+    [ -z "$(running_container mlflow)" ] || was_running=1
     if [ -z "$(compose ps -q nginx 2>/dev/null)" ]; then
         for var in "${ports[@]}"; do
             if port_busy "${!var}"; then
@@ -106,8 +108,11 @@ start_docker() {
                 compose logs --no-color --tail=40 "$service" >&2 || true
             fi
         done
-        # Leave nothing half-created behind; volumes only if this start created them.
-        if [ -n "$had_data" ]; then
+        # Leave nothing half-created behind; volumes only if this start created them. A stack
+        # that was serving before this start keeps running: stopping it would stop its users.
+        if [ -n "$was_running" ]; then
+            die "this start failed on the running stack, which was left running; fix the service named above and run start_mlflow.sh again"
+        elif [ -n "$had_data" ]; then
             compose down >/dev/null 2>&1 || true
         else
             compose down --volumes >/dev/null 2>&1 || true
