@@ -26,9 +26,8 @@ run_backup_module() {
     if [ "$mode" = docker ]; then
         use_compose
         local mysql mlflow
-        mysql="$(compose ps -q mysql 2>/dev/null)"
-        # Any one of the servers (MLFLOW_SERVER_REPLICAS): they run the same image.
-        mlflow="$(compose ps -q mlflow 2>/dev/null | head -n 1)"
+        mysql="$(running_container mysql)"
+        mlflow="$(running_container mlflow)"
         if [ -z "$mysql" ] || [ -z "$mlflow" ]; then
             die "the stack of compose project $COMPOSE_PROJECT_NAME is not running: start it with bash start_mlflow.sh"
         fi

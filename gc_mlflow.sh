@@ -22,9 +22,7 @@ mode="$(stack_mode)"  # exits here on a bad MLFLOW_STACK_MODE (set -e)
 load_stack_env
 if [ "$mode" = docker ]; then
     use_compose
-    # Any of the server's replicas: they share the database and the artifact store.
-    mlflow="$(compose ps -q mlflow 2>/dev/null)"
-    mlflow="${mlflow%%$'\n'*}"
+    mlflow="$(running_container mlflow)"
     [ -n "$mlflow" ] || die "the stack of compose project $COMPOSE_PROJECT_NAME is not running: start it with bash start_mlflow.sh"
     stack=(--mlflow-container "$mlflow")
 else

@@ -140,6 +140,18 @@ project_images() {
         --filter "reference=mlflow-tracking-server:*-$COMPOSE_PROJECT_NAME"
 }
 
+# One running container of a service, or nothing: of the mlflow service any replica serves
+# (they share the database and the artifact store). compose v1's ps lists stopped ones too.
+running_container() {
+    local id
+    for id in $(compose ps -q "$1" 2>/dev/null); do
+        if [ "$(docker inspect -f '{{.State.Running}}' "$id" 2>/dev/null)" = true ]; then
+            echo "$id"
+            return
+        fi
+    done
+}
+
 # Healthy for long-running services, exited with 0 for the one-shot jobs; every
 # container of the service (the mlflow service has MLFLOW_SERVER_REPLICAS).
 service_ok() {
