@@ -390,7 +390,7 @@ def container_env_here(container: dict, tmp_path: Path, pod_ip: str) -> dict[str
     for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI"):
         if name in env:
             env[name] = f"sqlite:///{tmp_path / name.lower()}.db"
-    if "MLFLOW_READ_REPLICA_BACKEND_STORE_URI" in env:  # a replica that never lags: the same file
+    if "MLFLOW_READ_REPLICA_BACKEND_STORE_URI" in env:  # the server starts with it (same file: no routing)
         env["MLFLOW_READ_REPLICA_BACKEND_STORE_URI"] = env["MLFLOW_BACKEND_STORE_URI"]
     return env
 
