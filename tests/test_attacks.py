@@ -603,7 +603,8 @@ def test_the_compose_servers_auth_config_is_on_a_tmpfs(shared_docker):
         return subprocess.run(["docker", "exec", container, "ls", folder], capture_output=True, text=True,
                               check=True).stdout.split()
 
-    assert [name.split(".")[0] for name in listed("/run/mlflow")] == ["basic_auth"]
+    # serve.sh's sign-in config, and its metrics' counters (MLFLOW_METRICS, on by default).
+    assert sorted(name.split(".")[0] for name in listed("/run/mlflow")) == ["basic_auth", "metrics"]
     # /tmp may hold MLflow's own lock files (db_init_lock-<hash of the URI, password masked>).
     assert not [name for name in listed("/tmp") if name.startswith("basic_auth")]
 
