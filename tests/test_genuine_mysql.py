@@ -16,6 +16,8 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+from genuine_mysql import STACK_CONFIG
+
 
 def test_the_server_is_mysql_not_mariadb(genuine_mysql):
     [(version, comment, redo_capacity)] = genuine_mysql.query(
@@ -41,7 +43,8 @@ def test_the_stack_settings_are_in_force(genuine_mysql):
                                 "@@innodb_buffer_pool_size, @@skip_name_resolve, @@log_bin, "
                                 "@@log_bin_trust_function_creators")
     # The binary log is on, as in MySQL's own image: MLflow's triggers need the last setting.
-    assert row == ("utf8mb4", "utf8mb4_unicode_ci", 200, 256 * 1024 * 1024, 1, 1, 1)
+    max_connections = int(re.search(r"^max_connections\s*=\s*(\d+)", STACK_CONFIG.read_text(), re.M).group(1))
+    assert row == ("utf8mb4", "utf8mb4_unicode_ci", max_connections, 256 * 1024 * 1024, 1, 1, 1)
 
 
 def test_mlflow_store_creates_its_schema_and_tracks_runs(genuine_mysql, tmp_path):
