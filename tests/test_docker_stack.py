@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from starting import checkouts, started_checkout, started_shared_checkout
+from test_server_replicas import servers_reached, state
 from mlflow_stack.compose_stack import docker
 from mlflow_stack.settings import REPO_ROOT
 
@@ -129,8 +130,10 @@ def test_runs_metrics_artifacts_and_models_survive_stop_and_start(each_database_
 
 @pytest.fixture(scope="module")
 def second_checkout(new_checkout, docker_stack):
-    """Another clone on the same machine, on compose v1 (whose start polls health itself)."""
-    running = new_checkout("checkout-b", compose="v1")
+    """Another clone on the same machine, on compose v1 (whose start polls health itself),
+    with two MLflow servers of one worker each: v1's start must wait for both. (A stack of
+    its own for that check cost this suite about four minutes.)"""
+    running = new_checkout("checkout-b", compose="v1", MLFLOW_SERVER_REPLICAS="2", MLFLOW_WORKERS="1")
     running.start()
     return running
 
@@ -139,6 +142,11 @@ def test_two_checkouts_run_side_by_side_without_touching_each_other(docker_stack
     a, b = docker_stack, second_checkout
     assert a.project != b.project
     assert healthy(a.tracking_uri) and healthy(b.tracking_uri)
+    # compose v1 has no --wait: start_mlflow.sh polled each server's health before returning.
+    servers = b.containers("mlflow")
+    assert len(servers) == 2 and all(state(server)[:2] == ("running", "healthy") for server in servers)
+    reached = servers_reached(b)
+    assert all(count >= 1 for count in reached.values()), reached
     assert not set(sum(a.resources().values(), [])) & set(sum(b.resources().values(), []))
     name = f"only-in-b-{uuid.uuid4().hex[:8]}"
     MlflowClient(b.tracking_uri).create_experiment(name)

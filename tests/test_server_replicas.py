@@ -1,7 +1,8 @@
 """MLFLOW_SERVER_REPLICAS on a real Docker engine: several MLflow servers behind nginx, which
-spreads requests over them and follows them in Docker's DNS as they go and come back, for
-compose v2 and v1. A training client (hand logging and autolog) loses nothing and sees no
-error while one server is killed and another restarted.
+spreads requests over them and follows them in Docker's DNS as they go and come back. A
+training client (hand logging and autolog) loses nothing and sees no error while one server
+is killed and another restarted. (Compose v1's start, which polls each server's health
+itself, is checked on test_docker_stack.py's v1 checkout, which runs two servers.)
 
 Which server a request reached is read from the servers' sockets: nginx keeps its
 connections to each server it used open (keepalive), so every server that answered holds
@@ -137,20 +138,6 @@ def test_nginx_sends_to_a_server_again_once_it_is_back(replicated_stack):
     docker("start", killed)
     wait_healthy(killed)
     assert servers_reached(replicated_stack)[killed] >= 1
-
-
-def test_compose_v1_waits_for_every_server_too(new_checkout):
-    """docker-compose v1 has no --wait: start_mlflow.sh polls each container's health."""
-    stack = new_checkout("checkout-replicas-v1", compose="v1", MLFLOW_SERVER_REPLICAS="2", MLFLOW_WORKERS="1")
-    try:
-        started = stack.script("start_mlflow.sh")
-        assert started.returncode == 0, stack.logs()
-        servers = stack.containers("mlflow")
-        assert len(servers) == 2 and all(state(server)[:2] == ("running", "healthy") for server in servers)
-        reached = servers_reached(stack)
-        assert all(count >= 1 for count in reached.values()), reached
-    finally:
-        stack.stop(delete_data=True)
 
 
 def test_the_replicas_benchmark_reports_each_server(replicated_stack):
