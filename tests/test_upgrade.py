@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from mlflow.store.db.utils import _get_latest_schema_revision
 from client_venvs import CACHE, NEEDS_PKG_RESOURCES, venv_python
 from mlflow_stack.local_stack import (SERVE_SCRIPT, STACK_DIR, LocalStack, Service, StackStartError,
                                            ensure_private_bucket, free_port, serve_script_service)
+from starting import start_or_fail
 from test_start_stop import local_env, run  # noqa: F401 (local_env is a fixture)
 
 pytestmark = pytest.mark.stack
@@ -346,6 +348,52 @@ def test_local_mode_migrates_an_old_sqlite_file_only_when_asked(local_env, tmp_p
     assert stopped.returncode == 0 and "Stopped the local MLflow server" in stopped.stdout, stopped.stderr
     assert UPGRADE_RAN in server_log.read_text()[len(plain_log):]
     assert sqlite_revision(database) == _get_latest_schema_revision()
+    assert (before.pop("version"), after.pop("version")) == (old, mlflow.__version__)
+    assert after == before
+
+
+def server_version(tracking_uri: str) -> str:
+    """The MLflow release of the server behind ``tracking_uri`` (its /version answer)."""
+    with urllib.request.urlopen(f"{tracking_uri}/version", timeout=30) as answer:
+        return answer.read().decode().strip()
+
+
+def test_a_compose_stack_on_an_older_image_is_migrated_only_when_asked(new_checkout):
+    """docs/operations.md, "Upgrading", on the compose stack: a checkout whose server image was
+    built from the previous release's pin holds records; after `git pull` (here: the pin put
+    back), a plain start is refused with the server's reason and leaves the data;
+    MLFLOW_DB_UPGRADE=1 rebuilds the image from the new pin, migrates, and every record reads
+    back as before."""
+    old = OLD_SERVERS[0]
+    python = venv_python(CACHE / "old-servers" / f"mlflow-{old}", server_requirements(old))
+    stack = new_checkout("checkout-upgrade", MLFLOW_START_TIMEOUT="120")
+    pins = stack.checkout / "mlflow_docker_setup" / "mlflow" / "requirements.txt"
+    pinned = pins.read_text()
+    assert f"mlflow=={mlflow.__version__}\n" in pinned
+    pins.write_text(pinned.replace(f"mlflow=={mlflow.__version__}\n", f"mlflow=={old}\n"))
+    tag = f"compose{old.replace('.', '')}_{uuid.uuid4().hex[:8]}"
+    try:
+        start_or_fail(stack, f"the compose stack on MLflow {old}'s image")
+        assert server_version(stack.tracking_uri) == old
+        records(python, "log", tag, stack.tracking_uri)
+        before = records(python, "read", tag, stack.tracking_uri)
+        assert stack.stop().returncode == 0, stack.last_output
+
+        pins.write_text(pinned)  # what `git pull` brings: the new pin
+        refused = stack.script("start_mlflow.sh")
+        assert refused.returncode != 0 and OUT_OF_DATE in refused.stderr, stack.last_output
+        assert UPGRADE_RAN not in refused.stderr
+        assert stack.resources()["volumes"], "the refused start deleted the stack's data"
+
+        stack.env["MLFLOW_DB_UPGRADE"] = "1"
+        start_or_fail(stack, "the compose stack started with MLFLOW_DB_UPGRADE=1")
+        assert server_version(stack.tracking_uri) == mlflow.__version__
+        server_log = subprocess.run(["docker", "logs", stack.container("mlflow")], capture_output=True, text=True,
+                                    timeout=60)
+        assert UPGRADE_RAN in server_log.stdout + server_log.stderr
+        after = records(Path(sys.executable), "read", tag, stack.tracking_uri)
+    finally:
+        stack.stop(delete_data=True)
     assert (before.pop("version"), after.pop("version")) == (old, mlflow.__version__)
     assert after == before
 
