@@ -61,13 +61,11 @@ def venv_python(venv: Path, requirements: tuple[str, ...]) -> Path:
         # The project's own pip (the one scripts/python_env.sh runs from .venv, with the
         # same flag), installing into the new venv: it keeps the index, certificate and
         # proxy settings it has from pip.conf and PIP_* variables here. A venv without pip
-        # of its own is created in a second or so. --no-compile: byte-compiling every
-        # module of MLflow and its dependencies was half of a build's CPU time (2.22.5's
-        # server: 69 s of user time, 34 s without), and a test imports a small part of them.
+        # of its own is created in a second or so.
         commands = [
             [sys.executable, "-m", "venv", "--without-pip", str(venv)],
             [sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check",
-             "--no-compile", *requirements],
+             *requirements],
         ]
         for command in commands:
             result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
