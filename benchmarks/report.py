@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def markdown(rows: list[Row]) -> str:
 
 
 def publish(report: dict, table: str, what: str, json_path: Path | None) -> None:
-    """Print a benchmark's table and what ran where; also write the report as JSON if asked."""
+    """Print a benchmark's table and what ran where; also write the report as JSON if asked,
+    dated (a committed figure says when it was measured)."""
     print(table)
     print(f"\n{what}, on {report['machine']}")
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        Path(json_path).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **report}, indent=2) + "\n")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.stop(delete_data=True)
     rows = combine(rounds)
-    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "writers": args.writers,
+    report = {"machine": machine(), "writers": args.writers,
               "seconds": args.seconds, "workers": args.workers, "order": order, "images": images,
               "rows": [row.__dict__ for row in rows]}
     publish(report, markdown(rows), f"{args.writers} writers for {args.seconds:g} s per N, order {order}", args.json)
