@@ -194,11 +194,14 @@ class ComposeStack(S3Access, SharedAccess, Outages):
         """The last script's output and each container's last log lines."""
         return f"{self.last_output}\n\n{self.container_logs()}"
 
-    def container_logs(self, lines: int | None = 40) -> str:
-        """Each container's last log lines (all of them: lines=None)."""
+    def container_logs(self, lines: int | None = 40,
+                       services: tuple[str, ...] = ("mysql", "mysql-replica", "setup-read-replica", "minio",
+                                                    "create-bucket", "create-auth-database", "mlflow",
+                                                    "nginx")) -> str:
+        """Each container's last log lines (all of them: lines=None), of every service or of
+        ``services``."""
         parts = []
-        for service in ("mysql", "mysql-replica", "setup-read-replica", "minio", "create-bucket",
-                        "create-auth-database", "mlflow", "nginx"):
+        for service in services:
             try:
                 containers = self.containers(service)
             except LookupError:

@@ -388,9 +388,7 @@ def test_a_compose_stack_on_an_older_image_is_migrated_only_when_asked(new_check
         stack.env["MLFLOW_DB_UPGRADE"] = "1"
         start_or_fail(stack, "the compose stack started with MLFLOW_DB_UPGRADE=1")
         assert server_version(stack.tracking_uri) == mlflow.__version__
-        server_log = subprocess.run(["docker", "logs", stack.container("mlflow")], capture_output=True, text=True,
-                                    timeout=60)
-        assert UPGRADE_RAN in server_log.stdout + server_log.stderr
+        assert UPGRADE_RAN in stack.container_logs(lines=None, services=("mlflow",))
         after = records(Path(sys.executable), "read", tag, stack.tracking_uri)
     finally:
         stack.stop(delete_data=True)
