@@ -19,6 +19,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
+# How long an action or an assertion waits for the UI. Playwright's assertions default to 5 s:
+# on a loaded 2-core machine a run page took longer to render its run, and the check failed
+# with a half-drawn page. A check that passes returns as soon as it does.
+UI_WAIT_MS = 60_000
 
 
 def open_ui(page, url: str) -> None:
@@ -37,8 +41,9 @@ def model_registry_link(page):
 @pytest.fixture(scope="module")
 def browser():
     """One Chromium for the module: Playwright's sync API runs one instance per thread."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=UI_WAIT_MS)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -49,7 +54,7 @@ def browser():
 def watched_page(context):
     """A new page, and the Content-Security-Policy violations Chromium reports in its console."""
     page = context.new_page()
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(UI_WAIT_MS)
     violations: list[str] = []
     page.on("console", lambda message: "Content Security Policy" in message.text and violations.append(message.text))
     return page, violations
