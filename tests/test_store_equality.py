@@ -394,3 +394,51 @@ def test_the_write_comparison_catches_a_planted_difference(write_pair, monkeypat
                         lambda metric, than: (metric.step, metric.value) > (than.step, than.value))
     results = replay(write_pair, calls)
     assert results["fast"] != results["stock"]
+
+
+def test_the_search_comparison_catches_a_metric_bound_that_keeps_the_wrong_runs(seeded, monkeypatch):
+    """Planted: the bound of a search sorted by a metric taken for the other direction, so
+    it keeps enough runs, but the worst ones. (The seeded searches take the bound's way.)"""
+    bound = fast_sql_store._metric_bound
+
+    def the_other_way(session, dialect, order_by, *rest):
+        first = order_by[0].removesuffix(" DESC") if order_by[0].endswith(" DESC") else f"{order_by[0]} DESC"
+        return bound(session, dialect, [first, *order_by[1:]], *rest)
+
+    monkeypatch.setattr(fast_sql_store, "_metric_bound", the_other_way)
+    with pytest.raises(AssertionError):
+        assert_same_search(seeded["stock"], seeded["fast"], {
+            "experiment_ids": seeded["experiments"], "filter_string": "", "view": ViewType.ALL,
+            "max_results": 3, "order_by": ["metrics.m1 DESC"]})
+
+
+def test_a_metric_bound_that_keeps_too_few_runs_falls_back_to_sorting_them_all(seeded, monkeypatch):
+    """What a write between the bound's two statements can do (the bound's value moves):
+    the page then sorts every matching run, as MLflow does. Planted: a bound for half the
+    page, which keeps too few runs."""
+    bound = fast_sql_store._metric_bound
+    taken = []
+
+    def too_tight(*arguments):
+        *others, rank = arguments
+        taken.append(bound(*others, max(1, rank // 2)))
+        return taken[-1]
+
+    monkeypatch.setattr(fast_sql_store, "_metric_bound", too_tight)
+    for order in ("metrics.m0", "metrics.m2 DESC"):
+        assert_same_search(seeded["stock"], seeded["fast"], {
+            "experiment_ids": seeded["experiments"], "filter_string": "", "view": ViewType.ALL,
+            "max_results": 7, "order_by": [order, "params.p0"]})
+    assert any(b is not None for b in taken)
+
+
+@pytest.mark.parametrize("order", ["metrics.m0", "metrics.m1 DESC"])
+def test_a_walk_cut_short_gives_the_same_pages(seeded, monkeypatch, order):
+    """The metric bound's walk stops after a number of index entries (a small experiment
+    beside large ones sorts its own runs instead). Cut to one entry per run wanted: over
+    one experiment of three the walk meets too few runs, over all three it meets enough."""
+    monkeypatch.setattr(fast_sql_store, "_WALK_PER_RUN", 1)
+    for experiments in (seeded["experiments"][:1], seeded["experiments"]):
+        assert_same_search(seeded["stock"], seeded["fast"], {
+            "experiment_ids": experiments, "filter_string": "", "view": ViewType.ALL,
+            "max_results": 3, "order_by": [order]})

@@ -9,7 +9,9 @@ tests/test_upgrade.py fails when a new MLflow changes the code these methods rep
   MySQL and MariaDB build a temporary table and sort every matching run. Only a dataset filter
   can repeat a run (metric, param and tag joins are one-to-one on their primary keys), so the
   page is found first as run ids and sort keys, without ``DISTINCT``, and then only those runs
-  are loaded, the same way MLflow loads them.
+  are loaded, the same way MLflow loads them. When the first sort key is a metric, the page is
+  sorted out of the top runs by that metric alone, walked on an index of ``latest_metrics``
+  (``_metric_bound``), not out of every run of the experiment.
 - ``_update_latest_metrics_if_necessary``: the same rule and the same sorted row locks, but a
   changed key is written by one DELETE and one multi-row INSERT for the whole batch, not one
   UPDATE per key (PyMySQL sends an ``executemany`` of UPDATEs row by row).
@@ -18,6 +20,7 @@ tests/test_upgrade.py fails when a new MLflow changes the code these methods rep
   everything there, and a client reading back its own writes could miss them.
 """
 
+import logging
 import random
 import time
 from collections import namedtuple
@@ -36,6 +39,7 @@ from mlflow.store.tracking.dbmodels.models import (
     SqlRun,
     SqlTag,
 )
+from mlflow.store.db.db_types import MYSQL
 from mlflow.store.tracking.sqlalchemy_store import (
     _METRIC_DEDUP_CHUNK_SIZE,
     SqlAlchemyStore,
@@ -54,12 +58,36 @@ from mlflow.utils.validation import (
 
 from mlflow_stack_server.replica_reads import searching, send_only_searches_to_the_replica
 
+_logger = logging.getLogger(__name__)
+
 # MLflow binds at most this many keys in one IN list (latest_metrics lookups).
 _KEYS_PER_STATEMENT = 500
 # A batch that meets a stored row (a metric logged before, or a concurrent writer's new key)
 # is redone at once without what is stored, as MLflow redoes its metrics; a further conflict
 # (writers racing) after a jittered pause, as MLflow redoes its tags; then it gives up.
 _CONFLICT_ATTEMPTS = 5
+
+
+# The index a search sorted by a metric walks: a metric key's values in order. Not one of
+# MLflow's migrations; the store adds it when it opens a database (docs/tracking-store.md).
+SEARCH_INDEX = "stack_latest_metrics_key_value"
+# Index entries a search walks for each run of its page (and the one after), at most.
+_WALK_PER_RUN = 50
+
+
+def _add_search_index(engine):
+    """The search index, unless the database has it. Without it (a user who may not create
+    indexes) searches stay correct and only slower, so a refusal is logged, not raised."""
+    latest = SqlLatestMetric.__table__
+    if SEARCH_INDEX in {index["name"] for index in sqlalchemy.inspect(engine).get_indexes(latest.name)}:
+        return
+    try:
+        sqlalchemy.Index(SEARCH_INDEX, latest.c.key, latest.c.is_nan, latest.c.value).create(engine)
+    except sqlalchemy.exc.DatabaseError as error:
+        # The server's other worker may have made it a moment ago.
+        if SEARCH_INDEX not in {i["name"] for i in sqlalchemy.inspect(engine).get_indexes(latest.name)}:
+            _logger.warning("mlflow-stack-server: no index %s (%s): searches sorted by a metric "
+                            "read every run", SEARCH_INDEX, error.orig)
 
 
 # A metrics / latest_metrics row (the columns MLflow's SqlMetric and SqlLatestMetric share).
@@ -75,9 +103,71 @@ def _is_newer(metric, than):
     return (metric.step, metric.timestamp, metric.value) > (than.step, than.timestamp, than.value)
 
 
+def _metric_bound(session, dialect, order_by, sorting_joins, non_attribute_filters, conditions, rank):
+    """A filter that keeps the first ``rank`` runs of a search whose first sort key is a
+    metric, and few others: that metric at least as good as its ``rank``-th best value.
+
+    MLflow sorts runs with a value first (NaN and missing come after), by value, then by its
+    other keys. When ``rank`` runs have a value, the first ``rank`` runs of that order all
+    have one at least as good as the ``rank``-th best, so sorting only those gives the same
+    page. That value is found by walking the search index from the best value. None when
+    the first key is no metric, or fewer than ``rank`` runs with a value are met on the
+    walk: then every matching run is sorted.
+    """
+    if not order_by:
+        return None
+    key_type, key, ascending = SearchUtils.parse_order_by_for_search_runs(order_by[0])
+    if not SearchUtils.is_metric(key_type, "="):
+        return None
+    # _get_orderby_clauses joins one subquery per non-attribute key, in order: the first
+    # key's latest_metrics rows.
+    latest = sorting_joins[0]
+    # The metric's best values over every experiment (the index knows no experiment), as
+    # many as _WALK_PER_RUN for each run wanted: an experiment with a fair share of them
+    # finds its runs there; for one with few (a small experiment beside large ones that
+    # log the same keys), sorting its own runs is cheaper than walking further.
+    value = SqlLatestMetric.value
+    best = (
+        select(SqlLatestMetric.run_uuid, value)
+        .where(SqlLatestMetric.key == key, SqlLatestMetric.is_nan == sqlalchemy.false())
+        .order_by(value if ascending else value.desc())
+        .limit(rank * _WALK_PER_RUN)
+        .subquery()
+    )
+    # Each database's planner would rather start from a filter's rows and sort them all;
+    # each is kept to the walk its own way: MySQL and MariaDB by STRAIGHT_JOIN (the tables
+    # in the order written; they would make an EXISTS a join of their choosing), SQLite by
+    # an EXISTS per run walked.
+    walk = select(best.c.run_uuid)
+    if dialect == MYSQL:
+        walk = walk.join(SqlRun, SqlRun.run_uuid == best.c.run_uuid).prefix_with("STRAIGHT_JOIN")
+        for non_attr_filter in non_attribute_filters:
+            walk = walk.join(non_attr_filter)
+        walk = walk.where(*conditions)
+    else:
+        matches = select(SqlRun.run_uuid).where(SqlRun.run_uuid == best.c.run_uuid, *conditions)
+        for non_attr_filter in non_attribute_filters:
+            matches = matches.join(non_attr_filter)
+        walk = walk.where(matches.exists())
+    nth_run = session.execute(
+        walk.order_by(best.c.value if ascending else best.c.value.desc()).offset(rank - 1).limit(1)
+    ).scalar()
+    if nth_run is None:
+        return None
+    # Compared with the stored value itself, never a float that went through Python.
+    nth_value = (
+        select(SqlLatestMetric.value)
+        .where(SqlLatestMetric.run_uuid == nth_run, SqlLatestMetric.key == key)
+        .scalar_subquery()
+    )
+    at_least_as_good = latest.c.value <= nth_value if ascending else latest.c.value >= nth_value
+    return and_(latest.c.is_nan == sqlalchemy.false(), at_least_as_good)
+
+
 class FastSqlAlchemyStore(SqlAlchemyStore):
     def __init__(self, db_uri, default_artifact_root, read_db_uri=None):
         super().__init__(db_uri, default_artifact_root, read_db_uri=read_db_uri)
+        _add_search_index(self.engine)
         send_only_searches_to_the_replica(self)
 
     def _search_runs(
@@ -105,26 +195,39 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
             attribute_filters, non_attribute_filters, _ = _get_sqlalchemy_filter_clauses(
                 parsed_filters, session, self._get_dialect()
             )
-            stmt = select(SqlRun.run_uuid, *cases_orderby)
-            for non_attr_filter in non_attribute_filters:
-                stmt = stmt.join(non_attr_filter)
-            for j in sorting_joins:
-                stmt = stmt.outerjoin(j)
-            offset = SearchUtils.parse_start_offset_from_page_token(page_token)
             ids = self._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
-            stmt = (
-                stmt
-                .filter(
-                    SqlRun.experiment_id.in_(ids),
-                    SqlRun.lifecycle_stage.in_(stages),
-                    *attribute_filters,
-                )
-                .order_by(*parsed_orderby)
-                .offset(offset)
+            conditions = (
+                SqlRun.experiment_id.in_(ids),
+                SqlRun.lifecycle_stage.in_(stages),
+                *attribute_filters,
             )
+
+            def sorted_page(*bound):
+                stmt = select(SqlRun.run_uuid, *cases_orderby)
+                for non_attr_filter in non_attribute_filters:
+                    stmt = stmt.join(non_attr_filter)
+                for j in sorting_joins:
+                    stmt = stmt.outerjoin(j)
+                stmt = stmt.filter(*conditions, *bound).order_by(*parsed_orderby).offset(offset)
+                if max_results is not None:
+                    stmt = stmt.limit(max_results + 1)
+                return [row[0] for row in session.execute(stmt)]
+
+            offset = SearchUtils.parse_start_offset_from_page_token(page_token)
+            page = None
             if max_results is not None:
-                stmt = stmt.limit(max_results + 1)
-            page = [row[0] for row in session.execute(stmt)]
+                # The page and one run more, which says whether there is a next page.
+                wanted = max_results + 1
+                bound = _metric_bound(
+                    session, self._get_dialect(), order_by, sorting_joins, non_attribute_filters,
+                    conditions, offset + wanted,
+                )
+                if bound is not None:
+                    page = sorted_page(bound)
+                    if len(page) < wanted:  # the bound moved (a write in between): sort them all
+                        page = None
+            if page is None:
+                page = sorted_page()
             page_runs = self._load_runs_in_order(session, page)
 
         next_page_token = None
