@@ -210,6 +210,12 @@ def searches(draw, run_ids, experiments):
     }
 
 
+def unfiltered(seeded, max_results, order_by, experiments=None):
+    """A search of every run, deleted ones too, of the seeded experiments (or those given)."""
+    return {"experiment_ids": experiments or seeded["experiments"], "filter_string": "",
+            "view": ViewType.ALL, "max_results": max_results, "order_by": order_by}
+
+
 def assert_same_search(stock, fast, search):
     expected = outcome(lambda: all_pages(stock, **search))
     assert outcome(lambda: all_pages(fast, **search)) == expected, search
@@ -379,9 +385,7 @@ def test_the_search_comparison_catches_a_planted_difference(seeded, monkeypatch)
 
     monkeypatch.setattr(fast_sql_store, "_get_orderby_clauses", without_tie_break)
     with pytest.raises(AssertionError):
-        assert_same_search(seeded["stock"], seeded["fast"], {
-            "experiment_ids": seeded["experiments"], "filter_string": "", "view": ViewType.ALL,
-            "max_results": 10, "order_by": ["attributes.start_time DESC"]})
+        assert_same_search(seeded["stock"], seeded["fast"], unfiltered(seeded, 10, ["attributes.start_time DESC"]))
 
 
 def test_the_write_comparison_catches_a_planted_difference(write_pair, monkeypatch):
@@ -407,9 +411,7 @@ def test_the_search_comparison_catches_a_metric_bound_that_keeps_the_wrong_runs(
 
     monkeypatch.setattr(fast_sql_store, "_metric_bound", the_other_way)
     with pytest.raises(AssertionError):
-        assert_same_search(seeded["stock"], seeded["fast"], {
-            "experiment_ids": seeded["experiments"], "filter_string": "", "view": ViewType.ALL,
-            "max_results": 3, "order_by": ["metrics.m1 DESC"]})
+        assert_same_search(seeded["stock"], seeded["fast"], unfiltered(seeded, 3, ["metrics.m1 DESC"]))
 
 
 def test_a_metric_bound_that_keeps_too_few_runs_falls_back_to_sorting_them_all(seeded, monkeypatch):
@@ -426,9 +428,7 @@ def test_a_metric_bound_that_keeps_too_few_runs_falls_back_to_sorting_them_all(s
 
     monkeypatch.setattr(fast_sql_store, "_metric_bound", too_tight)
     for order in ("metrics.m0", "metrics.m2 DESC"):
-        assert_same_search(seeded["stock"], seeded["fast"], {
-            "experiment_ids": seeded["experiments"], "filter_string": "", "view": ViewType.ALL,
-            "max_results": 7, "order_by": [order, "params.p0"]})
+        assert_same_search(seeded["stock"], seeded["fast"], unfiltered(seeded, 7, [order, "params.p0"]))
     assert any(b is not None for b in taken)
 
 
@@ -439,6 +439,4 @@ def test_a_walk_cut_short_gives_the_same_pages(seeded, monkeypatch, order):
     one experiment of three the walk meets too few runs, over all three it meets enough."""
     monkeypatch.setattr(fast_sql_store, "_WALK_PER_RUN", 1)
     for experiments in (seeded["experiments"][:1], seeded["experiments"]):
-        assert_same_search(seeded["stock"], seeded["fast"], {
-            "experiment_ids": experiments, "filter_string": "", "view": ViewType.ALL,
-            "max_results": 3, "order_by": [order]})
+        assert_same_search(seeded["stock"], seeded["fast"], unfiltered(seeded, 3, [order], experiments))
