@@ -75,17 +75,22 @@ SEARCH_INDEX = "stack_latest_metrics_key_value"
 _WALK_PER_RUN = 50
 
 
+def _has_search_index(engine):
+    indexes = sqlalchemy.inspect(engine).get_indexes(SqlLatestMetric.__tablename__)
+    return SEARCH_INDEX in {index["name"] for index in indexes}
+
+
 def _add_search_index(engine):
     """The search index, unless the database has it. Without it (a user who may not create
     indexes) searches stay correct and only slower, so a refusal is logged, not raised."""
-    latest = SqlLatestMetric.__table__
-    if SEARCH_INDEX in {index["name"] for index in sqlalchemy.inspect(engine).get_indexes(latest.name)}:
+    if _has_search_index(engine):
         return
+    latest = SqlLatestMetric.__table__
     try:
         sqlalchemy.Index(SEARCH_INDEX, latest.c.key, latest.c.is_nan, latest.c.value).create(engine)
     except sqlalchemy.exc.DatabaseError as error:
         # The server's other worker may have made it a moment ago.
-        if SEARCH_INDEX not in {i["name"] for i in sqlalchemy.inspect(engine).get_indexes(latest.name)}:
+        if not _has_search_index(engine):
             _logger.warning("mlflow-stack-server: no index %s (%s): searches sorted by a metric "
                             "read every run", SEARCH_INDEX, error.orig)
 
@@ -101,6 +106,13 @@ def _chunks(items, size):
 def _is_newer(metric, than):
     """MLflow's rule for latest_metrics: a later step, then timestamp, then value wins."""
     return (metric.step, metric.timestamp, metric.value) > (than.step, than.timestamp, than.value)
+
+
+def _joined(stmt, non_attribute_filters):
+    """A search's metric, param and tag filters, each joined to the runs as MLflow joins them."""
+    for non_attr_filter in non_attribute_filters:
+        stmt = stmt.join(non_attr_filter)
+    return stmt
 
 
 def _metric_bound(session, dialect, order_by, sorting_joins, non_attribute_filters, conditions, rank):
@@ -141,14 +153,10 @@ def _metric_bound(session, dialect, order_by, sorting_joins, non_attribute_filte
     walk = select(best.c.run_uuid)
     if dialect == MYSQL:
         walk = walk.join(SqlRun, SqlRun.run_uuid == best.c.run_uuid).prefix_with("STRAIGHT_JOIN")
-        for non_attr_filter in non_attribute_filters:
-            walk = walk.join(non_attr_filter)
-        walk = walk.where(*conditions)
+        walk = _joined(walk, non_attribute_filters).where(*conditions)
     else:
         matches = select(SqlRun.run_uuid).where(SqlRun.run_uuid == best.c.run_uuid, *conditions)
-        for non_attr_filter in non_attribute_filters:
-            matches = matches.join(non_attr_filter)
-        walk = walk.where(matches.exists())
+        walk = walk.where(_joined(matches, non_attribute_filters).exists())
     nth_run = session.execute(
         walk.order_by(best.c.value if ascending else best.c.value.desc()).offset(rank - 1).limit(1)
     ).scalar()
@@ -203,9 +211,7 @@ class FastSqlAlchemyStore(SqlAlchemyStore):
             )
 
             def sorted_page(*bound):
-                stmt = select(SqlRun.run_uuid, *cases_orderby)
-                for non_attr_filter in non_attribute_filters:
-                    stmt = stmt.join(non_attr_filter)
+                stmt = _joined(select(SqlRun.run_uuid, *cases_orderby), non_attribute_filters)
                 for j in sorting_joins:
                     stmt = stmt.outerjoin(j)
                 stmt = stmt.filter(*conditions, *bound).order_by(*parsed_orderby).offset(offset)
